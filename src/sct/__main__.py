@@ -1,0 +1,3 @@
+from sct.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The ``sct`` command line: ``sct VERB [options]``.
+
+Each verb lives in the module that implements it; that module provides ``add_arguments(parser)`` and
+``run(args) -> int``. Only the chosen verb's module is imported, so ``sct --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sct.errors import SCTError
+
+VERBS: dict[str, tuple[str, str]] = {
+    "synth": ("sct.data.synthetic", "generate the synthetic motion dataset (real H.264 .mp4 files)"),
+    "data": ("sct.data.check", "dataset tools: `sct data check ANNOTATION` scans for bad videos"),
+    "train": ("sct.engine.train", "train a model from a YAML config with dotted overrides"),
+    "eval": ("sct.engine.evaluate", "multi-view evaluation of a checkpoint"),
+    "predict": ("sct.engine.predict", "top-k labels for video files"),
+    "demo": ("sct.engine.demo", "synthesise data, train sct_tiny, evaluate: the whole loop in minutes"),
+    "profile": ("sct.analysis.flops", "parameters and GFLOPs per model and per module"),
+    "bench": ("sct.analysis.bench", "latency, throughput and memory of models"),
+    "visualize": ("sct.analysis.visualize", "attention-rollout heat maps over a clip"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: sct VERB [options]   (sct VERB --help for a verb's options)", "", "verbs:"]
+    lines += [f"  {verb:<{width}}  {help_}" for verb, (_, help_) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from sct import __version__
+
+        print(__version__)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"sct: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, help_ = VERBS[verb]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"sct {verb}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except SCTError as err:
+        print(f"sct {verb}: error: {err}", file=sys.stderr)
+        return 1

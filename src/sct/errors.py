@@ -1,0 +1,25 @@
+"""Typed errors raised at the boundary, each naming the file, line or option at fault."""
+
+
+class SCTError(Exception):
+    """Base class for every error `sct` raises on bad user input."""
+
+
+class ConfigError(SCTError, ValueError):
+    """A configuration key or value is unknown or invalid (the message names the key)."""
+
+
+class VideoDecodeError(SCTError):
+    """A video file is missing, empty, corrupt or has no usable video stream (names the path)."""
+
+
+class AnnotationError(SCTError, ValueError):
+    """An annotation file is malformed (names the file and line number)."""
+
+
+class CheckpointError(SCTError):
+    """A checkpoint is missing, corrupt or does not fit the model (names the path)."""
+
+
+class DataQualityError(SCTError):
+    """Too many bad videos in a dataset: the message lists them."""

@@ -1,0 +1,1 @@
+"""Attention kinds, one per file; each maps tokens ``(..., N, C)`` to ``(..., N, C)``."""

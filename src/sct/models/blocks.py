@@ -1,0 +1,87 @@
+"""Building blocks shared by every model: MLP, DropPath, the pre-norm transformer layer, patch embedding."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+
+class Mlp(nn.Module):
+    """Two-layer MLP with GELU: ``(..., C) -> (..., C_out)``."""
+
+    def __init__(self, dim: int, hidden_dim: int, out_dim: int | None = None, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, out_dim or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm transformer layer (ViT Eq. 2): ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``.
+
+    ``attention`` is any module mapping ``(..., N, C)`` to ``(..., N, C)``; it decides what the
+    leading dimensions mean (frames, chunks, clips). ``residual=False`` drops the attention residual,
+    for layers whose output lives on other tokens than their input.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        attention: nn.Module,
+        mlp_dim: int,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        residual: bool = True,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = attention
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_dim, drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:
+        """``x``: ``(..., N, C)`` -> ``(..., N, C)``; ``attn_kwargs`` go to the attention module."""
+        a = self.drop_path(self.attn(self.norm1(x), **attn_kwargs))
+        x = x + a if self.residual else a
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``p x p`` patches, linearly embedded (Eq. 1's ``E``), as a strided conv.
+
+    ``(B, 3, H, W) -> (B, H/p, W/p, C)``; H and W must be multiples of ``p`` (callers pad).
+    """
+
+    def __init__(self, patch_size: int, dim: int, in_chans: int = 3):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.proj(x), "b c h w -> b h w c")
