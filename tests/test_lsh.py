@@ -1,0 +1,264 @@
+"""LSH attention: the eight checks of specs/lsh-attention.md plus the module's behaviours."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from einops import rearrange
+
+from sct.errors import ConfigError
+from sct.models.attention.lsh import (
+    LSHSelfAttention,
+    default_n_buckets,
+    hash_vectors,
+    lsh_attention,
+    random_rotations,
+    sort_by_bucket,
+)
+
+
+def dense_self_masked(qk, v, key_padding_mask=None):
+    """Reference: dense attention with Reformer's key normalisation, self mask and padding mask."""
+    k = qk * torch.rsqrt(qk.pow(2).mean(-1, keepdim=True) + 1e-6) / qk.shape[-1] ** 0.5
+    logits = qk @ k.transpose(-2, -1)
+    if key_padding_mask is not None:
+        logits = logits.masked_fill(key_padding_mask[:, None, None, :], -1e9)
+    eye = torch.eye(qk.shape[2], dtype=torch.bool)
+    logits = logits.masked_fill(eye, -1e5)
+    return logits.softmax(-1) @ v
+
+
+def rand_qkv(b=2, h=3, seq=128, d=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, h, seq, d, generator=g, dtype=dtype), torch.randn(b, h, seq, d, generator=g, dtype=dtype)
+
+
+def offset_buckets(round_buckets, n_buckets):
+    """``(B, H, R, L)`` -> Hugging Face's ``(B, H, R * L)`` with round offsets."""
+    offsets = torch.arange(round_buckets.shape[2])[None, None, :, None] * n_buckets
+    return (round_buckets + offsets).flatten(2)
+
+
+# 1. one round covering the whole sequence = dense self-masked attention
+def test_one_round_two_chunks_equals_dense():
+    qk, v = rand_qkv(seq=128)
+    out = lsh_attention(qk, v, n_hashes=1, n_buckets=8, chunk_length=64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, dense_self_masked(qk, v), atol=1e-5, rtol=1e-5)
+
+
+def test_length_not_multiple_of_chunk_is_padded_and_masked():
+    qk, v = rand_qkv(seq=100)
+    out = lsh_attention(qk, v, n_hashes=1, n_buckets=8, chunk_length=64, generator=torch.Generator().manual_seed(1))
+    assert out.shape == qk.shape
+    torch.testing.assert_close(out, dense_self_masked(qk, v), atol=1e-5, rtol=1e-5)
+
+
+# 2. short sequences are dense
+@pytest.mark.parametrize("seq", [1, 17, 64])
+def test_short_sequence_equals_dense(seq):
+    qk, v = rand_qkv(seq=seq)
+    out = lsh_attention(qk, v, n_hashes=2, n_buckets=4, chunk_length=64)
+    torch.testing.assert_close(out, dense_self_masked(qk, v), atol=1e-5, rtol=1e-5)
+
+
+# 3. identical rounds = one round
+def test_identical_rounds_give_single_round_output():
+    qk, v = rand_qkv(seq=256)
+    rot = random_rotations(3, 16, 1, 8, torch.Generator().manual_seed(0))
+    one = hash_vectors(qk, rot)  # (B, H, 1, L)
+    single = lsh_attention(qk, v, n_hashes=1, n_buckets=8, chunk_length=32, buckets=offset_buckets(one, 8))
+    three = offset_buckets(one.expand(-1, -1, 3, -1), 8)
+    multi = lsh_attention(qk, v, n_hashes=3, n_buckets=8, chunk_length=32, buckets=three)
+    torch.testing.assert_close(multi, single, atol=1e-5, rtol=1e-5)
+
+
+# 4. hashing symmetries
+def test_bucket_of_negation_and_scaling():
+    qk, _ = rand_qkv(seq=200)
+    n_buckets = 16
+    rot = random_rotations(3, 16, 2, n_buckets, torch.Generator().manual_seed(3))
+    buckets = hash_vectors(qk, rot)
+    assert buckets.shape == (2, 3, 2, 200)
+    assert buckets.min() >= 0 and buckets.max() < n_buckets
+    torch.testing.assert_close(hash_vectors(-qk, rot), (buckets + n_buckets // 2) % n_buckets)
+    torch.testing.assert_close(hash_vectors(3.7 * qk, rot), buckets)
+    assert len(buckets.unique()) > n_buckets // 2  # the hash actually spreads vectors
+
+
+# 5. sort/unsort
+def test_sort_then_unsort_is_identity_and_stable():
+    g = torch.Generator().manual_seed(0)
+    buckets = torch.randint(0, 4, (2, 3, 2, 50), generator=g)
+    sorted_pos, undo = sort_by_bucket(buckets)
+    positions = torch.arange(50).expand_as(buckets)
+    assert torch.equal(positions.gather(-1, sorted_pos).gather(-1, undo), positions)
+    sorted_buckets = buckets.gather(-1, sorted_pos)
+    assert (sorted_buckets.diff(dim=-1) >= 0).all()
+    same_bucket = sorted_buckets.diff(dim=-1) == 0
+    assert (sorted_pos.diff(dim=-1)[same_bucket] > 0).all()
+
+
+# 6. padding keys get zero weight
+def test_padding_keys_get_zero_weight():
+    qk, v = rand_qkv(seq=300)
+    mask = torch.zeros(2, 300, dtype=torch.bool)
+    mask[0, 250:] = True
+    mask[1, ::7] = True
+    kwargs = dict(n_hashes=2, n_buckets=8, chunk_length=32, rotations=random_rotations(3, 16, 2, 8))
+    out, attn = lsh_attention(qk, v, key_padding_mask=mask, return_attention=True, **kwargs)
+    assert attn.shape == (2, 3, 300, 300)
+    real = ~mask[:, None, :].expand(-1, 3, -1)
+    real_rows = attn[real]  # (n_real_queries, L)
+    assert real_rows[:, mask[0]].numel() > 0
+    for b in range(2):
+        assert attn[b][:, ~mask[b]][:, :, mask[b]].abs().max() == 0
+    torch.testing.assert_close(real_rows.sum(-1), torch.ones(len(real_rows)))
+    v_changed = torch.where(mask[:, None, :, None], 100.0, v)
+    out_changed = lsh_attention(qk, v_changed, key_padding_mask=mask, **kwargs)
+    torch.testing.assert_close(out_changed[real], out[real])
+
+
+def test_padding_mask_equals_dense_when_one_round_covers_all():
+    qk, v = rand_qkv(seq=128)
+    mask = torch.zeros(2, 128, dtype=torch.bool)
+    mask[0, 100:] = True
+    mask[1, :5] = True
+    out = lsh_attention(qk, v, n_hashes=1, n_buckets=8, chunk_length=64, key_padding_mask=mask)
+    real = ~mask[:, None, :].expand(-1, 3, -1)
+    torch.testing.assert_close(out[real], dense_self_masked(qk, v, mask)[real], atol=1e-5, rtol=1e-5)
+
+
+# 7. gradients: none through hashing, all projections get some
+def test_gradients_reach_projections_not_rotations():
+    layer = LSHSelfAttention(32, heads=2, dim_head=16, n_hashes=2, n_buckets=8, chunk_length=16)
+    x = torch.randn(2, 100, 32, requires_grad=True)
+    rot = random_rotations(2, 16, 2, 8).requires_grad_()
+    qk = rearrange(layer.qk(x), "b l (h d) -> b h l d", h=2)
+    v = rearrange(layer.v(x), "b l (h d) -> b h l d", h=2)
+    out = lsh_attention(qk, v, n_hashes=2, n_buckets=8, chunk_length=16, rotations=rot)
+    out.square().sum().backward()
+    assert rot.grad is None
+    assert not hash_vectors(qk, rot).requires_grad
+    for p in (layer.qk.weight, layer.v.weight, x):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_gradients_match_dense_reference():
+    qk, v = rand_qkv(seq=128, d=8)
+    qk.requires_grad_()
+    v.requires_grad_()
+    lsh_attention(qk, v, n_hashes=1, n_buckets=4, chunk_length=64).sin().sum().backward()
+    grads = qk.grad.clone(), v.grad.clone()
+    qk.grad = v.grad = None
+    dense_self_masked(qk, v).sin().sum().backward()
+    torch.testing.assert_close(grads[0], qk.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grads[1], v.grad, atol=1e-4, rtol=1e-4)
+
+
+# 8. Hugging Face transformers' LSHSelfAttention
+def hf_layer(ours: LSHSelfAttention, n_buckets: int, hash_seed: int | None = None):
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.reformer.modeling_reformer import LSHSelfAttention as HFLSHSelfAttention
+
+    config = transformers.ReformerConfig(
+        hidden_size=ours.qk.in_features, num_attention_heads=ours.heads, attention_head_size=ours.dim_head,
+        num_hashes=ours.n_hashes, num_buckets=n_buckets, lsh_attn_chunk_length=ours.chunk_length,
+        lsh_num_chunks_before=ours.chunks_before, lsh_num_chunks_after=ours.chunks_after, attn_layers=["lsh"],
+        is_decoder=False, lsh_attention_probs_dropout_prob=0.0, hash_seed=hash_seed,
+    )
+    hf = HFLSHSelfAttention(config).eval()
+    hf.query_key.weight.data.copy_(ours.qk.weight)
+    hf.value.weight.data.copy_(ours.v.weight)
+    return hf
+
+
+def ours_before_projection(layer, x, **kwargs):
+    qk = rearrange(layer.qk(x), "b l (h d) -> b h l d", h=layer.heads)
+    v = rearrange(layer.v(x), "b l (h d) -> b h l d", h=layer.heads)
+    out = lsh_attention(qk, v, n_hashes=layer.n_hashes, chunk_length=layer.chunk_length,
+                        chunks_before=layer.chunks_before, chunks_after=layer.chunks_after, **kwargs)
+    return rearrange(out, "b h l d -> b l (h d)"), qk
+
+
+@pytest.mark.parametrize(("n_hashes", "before", "after"), [(1, 1, 0), (2, 1, 0), (4, 2, 1)])
+def test_matches_hugging_face_with_same_buckets(n_hashes, before, after):
+    torch.manual_seed(0)
+    layer = LSHSelfAttention(48, heads=3, dim_head=16, n_hashes=n_hashes, n_buckets=8, chunk_length=16,
+                             chunks_before=before, chunks_after=after).eval()
+    hf = hf_layer(layer, 8)
+    x = torch.randn(2, 128, 48)
+    with torch.no_grad():
+        qk = rearrange(layer.qk(x), "b l (h d) -> b h l d", h=3)
+        buckets = offset_buckets(hash_vectors(qk, random_rotations(3, 16, n_hashes, 8)), 8)
+        ours, _ = ours_before_projection(layer, x, n_buckets=8, buckets=buckets)
+        theirs = hf(x, buckets=buckets).hidden_states
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_matches_hugging_face_hashing_and_padding():
+    """Same rotations (HF draws them after ``torch.manual_seed(hash_seed)``) and a padding mask."""
+    layer = LSHSelfAttention(32, heads=2, dim_head=16, n_hashes=2, n_buckets=16, chunk_length=16).eval()
+    hf = hf_layer(layer, 16, hash_seed=7)
+    x = torch.randn(2, 160, 32)
+    mask = torch.zeros(2, 160, dtype=torch.bool)
+    mask[1, 130:] = True
+    mask[0, 3::11] = True
+    torch.manual_seed(7)
+    rot = torch.randn(2, 16, 2, 8)
+    with torch.no_grad():
+        ours, _ = ours_before_projection(layer, x, n_buckets=16, rotations=rot, key_padding_mask=mask)
+        theirs = hf(x, attention_mask=(~mask).long()).hidden_states
+    torch.testing.assert_close(ours[~mask], theirs[~mask], atol=1e-5, rtol=1e-5)
+
+
+# module behaviours
+def test_module_shapes_eval_reproducible_training_fresh():
+    layer = LSHSelfAttention(32, heads=2, n_hashes=2, chunk_length=16, seed=3)
+    x = torch.randn(3, 150, 32)
+    layer.eval()
+    a, b = layer(x), layer(x)
+    assert a.shape == x.shape
+    torch.testing.assert_close(a, b)
+    layer.train()
+    c, d = layer(x), layer(x)
+    assert not torch.allclose(c, d)
+    again = LSHSelfAttention(32, heads=2, n_hashes=2, chunk_length=16, seed=3)
+    again.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(again.train()(x), c)
+
+
+def test_default_n_buckets_is_hugging_face_rule():
+    assert default_n_buckets(16384, 64) == 512
+    assert default_n_buckets(3136, 64) == 64
+    assert default_n_buckets(100, 64) == 2
+    assert default_n_buckets(12544, 64) == 256
+
+
+def test_store_attention_reproduces_output():
+    layer = LSHSelfAttention(32, heads=2, dim_head=16, n_hashes=3, n_buckets=4, chunk_length=16).eval()
+    layer.store_attention = True
+    x = torch.randn(2, 90, 32)
+    out = layer(x)
+    attn = layer.last_attention
+    assert attn.shape == (2, 2, 90, 90)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 2, 90))
+    v = rearrange(layer.v(x), "b l (h d) -> b h l d", h=2)
+    manual = layer.proj(rearrange(attn @ v, "b h l d -> b l (h d)"))
+    torch.testing.assert_close(manual, out, atol=1e-5, rtol=1e-5)
+    layer.store_attention = False
+    layer(x)
+    assert layer.last_attention is None
+
+
+def test_bfloat16_close_to_float32():
+    layer = LSHSelfAttention(32, heads=2, dim_head=16, n_hashes=2, n_buckets=8, chunk_length=16).eval()
+    x = torch.randn(2, 100, 32)
+    ref = layer(x)
+    out = layer.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().mean() < 0.05 * ref.abs().mean()
+
+
+def test_odd_bucket_count_is_rejected():
+    with pytest.raises(ConfigError, match="n_buckets"):
+        LSHSelfAttention(32, heads=2, n_buckets=7)
