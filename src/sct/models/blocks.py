@@ -44,7 +44,8 @@ class TransformerLayer(nn.Module):
 
     ``attention`` is any module mapping ``(..., N, C)`` to ``(..., N, C)``; it decides what the
     leading dimensions mean (frames, chunks, clips). ``residual=False`` drops the attention residual,
-    for layers whose output lives on other tokens than their input.
+    for layers whose output lives on other tokens than their input. ``attn_norm=False`` hands the raw
+    input to attention modules that normalise internally (TimeSformer's divided attention).
     """
 
     def __init__(
@@ -56,9 +57,10 @@ class TransformerLayer(nn.Module):
         drop_path: float = 0.0,
         norm_eps: float = 1e-6,
         residual: bool = True,
+        attn_norm: bool = True,
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps) if attn_norm else nn.Identity()
         self.attn = attention
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_dim, drop=drop)
