@@ -1,0 +1,135 @@
+"""A ViT applied to the frames of a clip, with a choice of how frames talk to each other.
+
+Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
+``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``) so image checkpoints map
+one-to-one (see ``sct.models.weights``). ``temporal`` picks the frame interaction:
+
+- ``space``: none, the image ViT on every frame;
+- ``mixing``: X-ViT's space-time mixing attention in every layer;
+- ``tsm``: TSM-ViT, the token stream shifted in time before every block (X-ViT suppl. Eq. 1-3);
+- ``divided``: TimeSformer's divided space-time attention (one clip CLS token).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from sct.errors import ConfigError
+from sct.models.attention.dense import MultiHeadAttention
+from sct.models.attention.divided import DividedSpaceTimeAttention
+from sct.models.attention.mixing import SpaceTimeMixingAttention
+from sct.models.blocks import PatchEmbed, TransformerLayer
+from sct.models.temporal_shift import TemporalShift
+
+TEMPORAL_KINDS = ("space", "mixing", "tsm", "divided")
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a ViT position embedding on its 2-D grid; the CLS entry is kept.
+
+    ``pos_embed``: ``(1, 1 + g*g, C)`` (square grid) -> ``(1, 1 + grid[0]*grid[1], C)``.
+    """
+    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    old = math.isqrt(patches.shape[1])
+    if old * old != patches.shape[1]:
+        raise ValueError(f"position embedding of {patches.shape[1]} patches is not a square grid")
+    if (old, old) == tuple(grid):
+        return pos_embed
+    patches = rearrange(patches, "1 (h w) c -> 1 c h w", h=old)
+    patches = F.interpolate(patches.float(), size=tuple(grid), mode="bicubic", align_corners=False)
+    return torch.cat([cls, rearrange(patches, "1 c h w -> 1 (h w) c").to(pos_embed.dtype)], dim=1)
+
+
+class ViTEncoder(nn.Module):
+    """Frame-wise ViT: clip ``(B, 3, T, H, W)`` -> normalised tokens ``(B, T, 1 + S, C)``.
+
+    Token 0 of every frame is its CLS token (for ``divided``: T copies of the clip's CLS token).
+    A temporal embedding ``(1, T, 1, C)`` initialised to zero is added to every token (patch tokens
+    only for ``divided``, as TimeSformer does).
+    """
+
+    def __init__(self, *, img_size: int, num_frames: int, patch_size: int = 16, dim: int = 768, depth: int = 12,
+                 heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, temporal: str = "space",
+                 n_div: int = 8, mixing_layout: str = "global", summary_token: bool = False,
+                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 norm_eps: float = 1e-6):
+        super().__init__()
+        if temporal not in TEMPORAL_KINDS:
+            raise ConfigError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
+        if img_size % patch_size:
+            raise ConfigError(f"img_size={img_size} is not a multiple of patch_size={patch_size}")
+        self.temporal = temporal
+        self.patch_size = patch_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
+        self.temporal_embed = nn.Parameter(torch.zeros(1, num_frames, 1, dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.shift = TemporalShift(n_div) if temporal == "tsm" else nn.Identity()
+
+        def make_attention() -> nn.Module:
+            if temporal == "mixing":
+                return SpaceTimeMixingAttention(dim, heads, n_div, mixing_layout, summary_token, qkv_bias,
+                                                attn_drop_rate, drop_rate)
+            if temporal == "divided":
+                return DividedSpaceTimeAttention(dim, heads, qkv_bias, attn_drop_rate, drop_rate, norm_eps)
+            return MultiHeadAttention(dim, heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate)
+
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            TransformerLayer(dim, make_attention(), int(dim * mlp_ratio), drop_rate, rate, norm_eps,
+                             attn_norm=temporal != "divided")
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_weights)
+        for block in self.blocks:
+            if isinstance(block.attn, DividedSpaceTimeAttention):
+                block.attn.zero_temporal_fc()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip ``(B, 3, T, H, W)`` -> embedded tokens ``(B, T, 1 + S, C)`` (before the blocks)."""
+        frames = x.shape[2]
+        patches = self.patch_embed(rearrange(x, "b c t h w -> (b t) c h w"))
+        grid = patches.shape[1:3]
+        tokens = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches.flatten(1, 2)], dim=1)
+        tokens = rearrange(tokens + resize_pos_embed(self.pos_embed, grid), "(b t) n c -> b t n c", t=frames)
+        time = self._temporal_embed(frames)
+        if self.temporal == "divided":
+            tokens = torch.cat([tokens[:, :, :1], tokens[:, :, 1:] + time], dim=2)
+        else:
+            tokens = tokens + time
+        return self.pos_drop(tokens)
+
+    def _temporal_embed(self, frames: int) -> torch.Tensor:
+        """``(1, T, 1, C)``, linearly resampled when the clip length differs from ``num_frames``."""
+        embed = self.temporal_embed
+        if embed.shape[1] == frames:
+            return embed
+        resized = F.interpolate(rearrange(embed, "1 t 1 c -> 1 c t"), size=frames, mode="linear")
+        return rearrange(resized, "1 c t -> 1 t 1 c")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip ``(B, 3, T, H, W)`` -> tokens after the final LayerNorm ``(B, T, 1 + S, C)``."""
+        tokens = self.embed(x)
+        for block in self.blocks:
+            tokens = block(self.shift(tokens))
+        return self.norm(tokens)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
