@@ -1,0 +1,355 @@
+"""Annotation files -> a ``VideoDataset`` of normalised clips, with the bad-file policy.
+
+``build_dataset(cfg, split)`` reads the split's annotations (any format of :mod:`sct.data.annotations`),
+and returns a dataset whose item ``i`` is a dict::
+
+    video (3, T, H, W) float32 normalised, label int, index int (video index), view int,
+    ok bool, bad list[(path, reason)]
+
+- train: one item per video; random clip start, scale jitter (or random resized crop) and flip. The
+  randomness of item ``i`` is a pure function of ``(seed, epoch, i)`` (see :meth:`VideoDataset.set_epoch`),
+  so any number of workers and mid-epoch resumption give the same batches. A bad video is replaced
+  by another, chosen by the same seeded generator; the bad file is listed in ``bad``.
+- val/test: ``num_temporal_views x num_spatial_crops`` deterministic items per video; a bad video gives
+  ``ok=False`` and a zero clip, so evaluation counts it as a failure instead of dropping it.
+
+:class:`BadFileTracker` (in the training process) counts distinct bad files, warns once per file and
+stops with :class:`DataQualityError` above ``max_bad_fraction``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sct.data import transforms as T
+from sct.data.annotations import FORMATS, Annotations, read_annotations, read_classes_file
+from sct.data.frames import open_video
+from sct.data.sampling import SHORT_VIDEO_MODES, ClipSampler
+from sct.errors import ConfigError, DataQualityError, VideoDecodeError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how clips are made. Every field has a default.
+
+    Annotation paths (``train``/``val``/``test``/``classes``/``frames_dir``) are relative to ``root`` unless
+    absolute; video paths inside annotations are relative to ``root``. For ``ucf101``/``hmdb51`` the split
+    fields name the split-file directory and ``split`` picks split 1, 2 or 3.
+    """
+
+    root: str = "."
+    format: str = "auto"
+    train: str = "train.csv"
+    val: str = "val.csv"
+    test: str = "test.csv"
+    split: int = 1
+    classes: str | None = None
+    video_ext: str | None = None
+    frames_dir: str | None = None
+    frames_fps: float = 30.0
+    num_frames: int = 16
+    sampling_rate: int = 4
+    target_fps: float | None = None
+    short_video: str = "loop"
+    crop_size: int = 224
+    train_crop: str = "jitter"
+    train_short_side: tuple[int, int] | None = None
+    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    test_short_side: int | None = None
+    flip: bool = True
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_temporal_views: int = 1
+    num_spatial_crops: int = 1
+    max_bad_fraction: float = 0.05
+    max_replacements: int = 10
+    seed: int = 0
+    decode_threads: str = "AUTO"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        def bad(field: str, why: str) -> ConfigError:
+            return ConfigError(f"data.{field}: {why} (got {getattr(self, field)!r})")
+
+        if self.format != "auto" and self.format not in FORMATS:
+            raise bad("format", f"must be auto or one of {', '.join(FORMATS)}")
+        for field in ("num_frames", "sampling_rate", "crop_size", "num_temporal_views", "split", "max_replacements"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if field == "max_replacements"
+                                                                                 else 1):
+                raise bad(field, "must be a positive integer")
+        if self.target_fps is not None and not self.target_fps > 0:
+            raise bad("target_fps", "must be > 0 or null")
+        if not self.frames_fps > 0:
+            raise bad("frames_fps", "must be > 0")
+        if self.short_video not in SHORT_VIDEO_MODES:
+            raise bad("short_video", f"must be one of {SHORT_VIDEO_MODES}")
+        if self.train_crop not in ("jitter", "resized"):
+            raise bad("train_crop", "must be 'jitter' (scale jitter + random crop) or 'resized' (random resized crop)")
+        if self.num_spatial_crops not in (1, 3):
+            raise bad("num_spatial_crops", "must be 1 (centre) or 3 (covering the long side)")
+        if self.train_short_side is not None:
+            lo, hi = _pair(self, "train_short_side")
+            if not 0 < lo <= hi:
+                raise bad("train_short_side", "must be [min, max] with 0 < min <= max")
+            self.train_short_side = (int(lo), int(hi))
+        if self.test_short_side is not None and self.test_short_side < 1:
+            raise bad("test_short_side", "must be a positive integer or null")
+        for field in ("rrc_scale", "rrc_ratio"):
+            lo, hi = _pair(self, field)
+            if not 0 < lo <= hi:
+                raise bad(field, "must be [min, max] with 0 < min <= max")
+            setattr(self, field, (float(lo), float(hi)))
+        for field in ("mean", "std"):
+            value = getattr(self, field)
+            if len(value) != 3 or (field == "std" and min(value) <= 0):
+                raise bad(field, "must be 3 numbers (RGB)" + (", all > 0" if field == "std" else ""))
+            setattr(self, field, tuple(float(v) for v in value))
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise bad("max_bad_fraction", "must be in [0, 1]")
+        if self.decode_threads not in ("AUTO", "FRAME", "SLICE", "NONE"):
+            raise bad("decode_threads", "must be AUTO, FRAME, SLICE or NONE")
+
+    @property
+    def views(self) -> int:
+        """Test items per video: temporal views x spatial crops."""
+        return self.num_temporal_views * self.num_spatial_crops
+
+    def short_side_range(self) -> tuple[int, int]:
+        """Train scale-jitter range; default ``crop * (8/7, 10/7)`` = (256, 320) for a 224 crop."""
+        if self.train_short_side is not None:
+            return self.train_short_side
+        return round(self.crop_size * 8 / 7), round(self.crop_size * 10 / 7)
+
+    def test_side(self) -> int:
+        """Test short side; default the crop size (the crop then spans the short side)."""
+        return self.test_short_side or self.crop_size
+
+    def sampler(self) -> ClipSampler:
+        return ClipSampler(self.num_frames, self.sampling_rate, self.target_fps, self.short_video)
+
+
+def _pair(cfg: DataConfig, field: str) -> tuple[float, float]:
+    value = getattr(cfg, field)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"data.{field}: must be a pair [min, max] (got {value!r})")
+    return value[0], value[1]
+
+
+def _under(root: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else root / p
+
+
+def _reason(err: Exception, path: str) -> str:
+    """The error message without the ``path: `` prefix our errors start with."""
+    text = str(err)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
+
+
+class BadFileTracker:
+    """Distinct bad files seen in a run; raises :class:`DataQualityError` once too many are bad.
+
+    ``total`` is the number of videos in the dataset; the run stops when ``count / total`` exceeds
+    ``max_fraction``. Each file is warned about once.
+    """
+
+    def __init__(self, total: int, max_fraction: float = 0.05):
+        self.total = max(int(total), 1)
+        self.max_fraction = max_fraction
+        self._reasons: dict[str, str] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self._reasons)
+
+    @property
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._reasons.items())
+
+    def add(self, path: str, reason: str) -> bool:
+        """Record a bad file; True the first time it is seen."""
+        if path in self._reasons:
+            return False
+        self._reasons[path] = reason
+        log.warning("bad video skipped (%d so far): %s: %s", self.count, path, reason)
+        if self.count / self.total > self.max_fraction:
+            listing = "\n".join(f"  {p}: {r}" for p, r in self.items)
+            raise DataQualityError(
+                f"{self.count} of {self.total} videos are bad ({self.count / self.total:.1%} > "
+                f"max_bad_fraction {self.max_fraction:.1%}); fix or remove them (`sct data check`):\n{listing}")
+        return True
+
+    def update(self, bad: list[tuple[str, str]]) -> None:
+        """Add every ``(path, reason)`` of a batch's ``bad`` list."""
+        for path, reason in bad:
+            self.add(path, reason)
+
+
+class VideoDataset(Dataset):
+    """Clips of the videos in ``annotations`` for ``split`` (see the module docstring for items)."""
+
+    def __init__(self, annotations: Annotations, cfg: DataConfig, split: str):
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+        self.cfg, self.split, self.train = cfg, split, split == "train"
+        self.paths, self.labels = annotations.paths, annotations.labels
+        self.class_names = annotations.class_names
+        self.sampler = cfg.sampler()
+        self.epoch = 0
+        self._known_bad: dict[str, str] = {}
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.paths)
+
+    @property
+    def views(self) -> int:
+        return 1 if self.train else self.cfg.views
+
+    def __len__(self) -> int:
+        return self.num_videos * self.views
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation randomness of an epoch (item ``i`` depends only on seed, epoch, i)."""
+        self.epoch = int(epoch)
+
+    def _generators(self, i: int, attempt: int) -> tuple[np.random.Generator, torch.Generator]:
+        seq = np.random.SeedSequence([self.cfg.seed, self.epoch, i, attempt])
+        gen = torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
+        return np.random.default_rng(seq), gen
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for {len(self)} items")
+        return self._train_item(i) if self.train else self._test_item(i)
+
+    def _train_item(self, i: int) -> dict:
+        bad: list[tuple[str, str]] = []
+        index = i
+        for attempt in range(self.cfg.max_replacements + 1):
+            rng, gen = self._generators(i, attempt)
+            try:
+                video = self._load(index, lambda info, rng=rng: self.sampler.train_times(info.duration, info.fps, rng),
+                                   lambda h, w, gen=gen: self._train_box(h, w, gen))
+            except VideoDecodeError as err:
+                bad.append((self.paths[index], self._remember(index, err)))
+                index = int(rng.integers(self.num_videos))
+                continue
+            if self.cfg.flip and bool(torch.rand((), generator=gen) < 0.5):
+                video = T.hflip(video)
+            return self._item(video, index, 0, True, bad)
+        return self._item(self._zeros(), index, 0, False, bad)
+
+    def _test_item(self, i: int) -> dict:
+        index, view = divmod(i, self.views)
+        temporal, spatial = divmod(view, self.cfg.num_spatial_crops)
+        cfg = self.cfg
+        try:
+            video = self._load(
+                index, lambda info: self.sampler.view_times(info.duration, info.fps, temporal, cfg.num_temporal_views),
+                lambda h, w: T.test_boxes(h, w, cfg.crop_size, cfg.test_side(), cfg.num_spatial_crops)[spatial])
+        except VideoDecodeError as err:
+            return self._item(self._zeros(), index, view, False, [(self.paths[index], self._remember(index, err))])
+        return self._item(video, index, view, True, [])
+
+    def _train_box(self, height: int, width: int, gen: torch.Generator) -> T.Box:
+        cfg = self.cfg
+        if cfg.train_crop == "resized":
+            return T.random_resized_box(height, width, cfg.rrc_scale, cfg.rrc_ratio, gen)
+        return T.scale_jitter_box(height, width, cfg.crop_size, cfg.short_side_range(), gen)
+
+    def _source(self, index: int) -> str:
+        """The video file, or its frame folder when ``frames_dir`` is set."""
+        path = self.paths[index]
+        if self.cfg.frames_dir is None:
+            return path
+        root = Path(self.cfg.root)
+        rel = Path(path).relative_to(root) if Path(path).is_relative_to(root) else Path(Path(path).name)
+        return str(_under(root, self.cfg.frames_dir) / rel.with_suffix(""))
+
+    def _load(self, index: int, times_of, box_of) -> torch.Tensor:
+        """Decode, crop, resize, normalise video ``index`` -> ``(3, T, crop, crop)``."""
+        path = self.paths[index]
+        if path in self._known_bad:
+            raise VideoDecodeError(f"{path}: {self._known_bad[path]}")
+        with open_video(self._source(index), self.cfg.frames_fps, self.cfg.decode_threads) as reader:
+            frames = torch.from_numpy(reader.read(times_of(reader.info)))
+        box = box_of(frames.shape[1], frames.shape[2])
+        clip = T.crop_resize(frames, box, self.cfg.crop_size)
+        return T.normalize(clip, self.cfg.mean, self.cfg.std)
+
+    def _remember(self, index: int, err: VideoDecodeError) -> str:
+        path = self.paths[index]
+        reason = self._known_bad.get(path) or _reason(err, self._source(index))
+        self._known_bad[path] = reason
+        return reason
+
+    def _zeros(self) -> torch.Tensor:
+        size = self.cfg.crop_size
+        return torch.zeros(3, self.cfg.num_frames, size, size)
+
+    def _item(self, video: torch.Tensor, index: int, view: int, ok: bool, bad: list) -> dict:
+        return {"video": video, "label": self.labels[index], "index": index, "view": view, "ok": ok, "bad": bad}
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack a list of items: ``video (B, 3, T, H, W)``, ``label/index/view (B,)``, ``ok (B,)`` bool,
+    ``bad`` one flat list of ``(path, reason)``."""
+    return {
+        "video": torch.stack([b["video"] for b in batch]),
+        "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+        "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
+        "view": torch.tensor([b["view"] for b in batch], dtype=torch.long),
+        "ok": torch.tensor([b["ok"] for b in batch], dtype=torch.bool),
+        "bad": [entry for b in batch for entry in b["bad"]],
+    }
+
+
+def load_class_names(cfg: DataConfig) -> list[str] | None:
+    """The class list fixing label ids: ``classes`` if set, else ``classes.txt`` in root, else None."""
+    root = Path(cfg.root)
+    if cfg.classes:
+        return read_classes_file(_under(root, cfg.classes), cfg.format)
+    default = root / "classes.txt"
+    return read_classes_file(default, cfg.format) if default.is_file() else None
+
+
+def read_split(cfg: DataConfig, split: str) -> Annotations:
+    """Annotations of ``split`` with label ids shared by all splits.
+
+    Without a class list, the sorted names of the *train* annotations fix the ids, so val/test files that
+    lack some classes still get the same ids as training.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(cfg.root)
+    classes = load_class_names(cfg)
+    ann = _under(root, getattr(cfg, split))
+    if classes is None and split != "train" and cfg.format not in ("ucf101", "ssv2"):
+        classes = read_annotations(cfg.format, _under(root, cfg.train), root, split_name="train",
+                                   split=cfg.split, video_ext=cfg.video_ext).class_names
+    return read_annotations(cfg.format, ann, root, classes=classes, split_name=split, split=cfg.split,
+                            video_ext=cfg.video_ext)
+
+
+def build_dataset(cfg: DataConfig, split: str) -> VideoDataset:
+    """The dataset of ``split`` (train/val/test) described by ``cfg``."""
+    return VideoDataset(read_split(cfg, split), cfg, split)
+
