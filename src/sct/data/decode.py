@@ -71,6 +71,8 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike, threads: str = "AUTO"):
         self.path = str(check_file(path))
+        self.seeks = 0  # counters for tests and benchmarks: seeks and frames decoded so far
+        self.decoded = 0
         try:
             self._container = av.open(self.path, metadata_errors="ignore")
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
@@ -145,9 +147,11 @@ class VideoReader:
         stream, tb = self._stream, self._stream.time_base
         if wanted[0] > _TIME_EPS:
             self._container.seek(int((wanted[0] + self._start) / tb), stream=stream, backward=True)
+            self.seeks += 1
         picked: list[av.VideoFrame] = []
         prev, prev_t = None, 0.0
         for frame in self._container.decode(stream):
+            self.decoded += 1
             if frame.pts is None:
                 continue
             t = float(frame.pts * tb) - self._start
