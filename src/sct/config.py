@@ -1,0 +1,348 @@
+"""Run configuration: a YAML file plus dotted ``key=value`` overrides -> typed dataclasses.
+
+``load_config("configs/k400.yaml", ["optim.lr=0.1", "train.epochs=5"])`` reads the file, applies the
+overrides, and builds a :class:`RunConfig`. Every key is checked against the dataclass fields before any
+work starts; an unknown or ill-typed key raises :class:`ConfigError` naming it (``train.epoch``, with a
+suggestion), and keys under ``model`` are checked against the chosen model's own config dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sct.data.datasets import DataConfig
+from sct.errors import ConfigError
+from sct.models.registry import default_config
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw")
+_VIEWS = re.compile(r"^(\d+)x(\d+)$")
+# Model fields the engine derives from the data (classes file, num_frames, crop_size); they may be set
+# under `model` only to assert agreement with the dataset.
+DERIVED_MODEL_FIELDS = ("num_classes", "num_frames", "img_size")
+
+
+def parse_views(views: str, key: str = "views") -> tuple[int, int]:
+    """``"4x3"`` -> ``(4, 3)``: temporal views x spatial crops."""
+    match = _VIEWS.match(str(views))
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise ConfigError(f"{key} must look like TxS with T, S >= 1 (e.g. 4x3), got {views!r}")
+    return int(match[1]), int(match[2])
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Which registered model to build; every other key under ``model`` overrides a field of its config."""
+
+    name: str = "sct_tiny"
+    pretrained: str | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (linear warmup, then cosine annealing per optimiser step).
+
+    ``lr`` is the peak learning rate for the global batch ``train.batch_size``.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.3
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    # Biases, norm weights, position embeddings and class tokens are conventionally not decayed.
+    decay_norm_and_bias: bool = False
+    warmup_epochs: float = 2.0
+    warmup_start_factor: float = 0.01
+    min_lr: float = 0.0
+    clip_grad: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 < self.warmup_start_factor <= 1:
+            raise ConfigError(f"optim.warmup_start_factor must be in (0, 1], got {self.warmup_start_factor}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError(f"optim.clip_grad must be > 0 or null, got {self.clip_grad}")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The training loop.
+
+    ``batch_size`` is the global batch per optimiser step (over all processes and accumulation steps);
+    ``micro_batch_size`` is what one process puts through the model at once (default: the whole
+    per-process share, no accumulation). Accumulation steps = batch_size / (micro_batch_size x processes).
+    """
+
+    epochs: int = 50
+    max_steps: int | None = None
+    batch_size: int = 32
+    micro_batch_size: int | None = None
+    num_workers: int = 4
+    label_smoothing: float = 0.1
+    precision: str = "fp32"
+    ema_decay: float | None = None
+    checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 2
+    eval_every_epochs: int = 1
+    val_views: str = "1x1"
+    log_every_steps: int = 10
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_steps", "micro_batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1 or null, got {getattr(self, key)}")
+        for key in ("num_workers", "checkpoint_every_steps", "eval_every_epochs"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if self.keep_checkpoints < 1 or self.log_every_steps < 1:
+            raise ConfigError("train.keep_checkpoints and train.log_every_steps must be >= 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        parse_views(self.val_views, "train.val_views")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Multi-view testing: ``views`` = temporal views x spatial crops (SCT: 4x3)."""
+
+    views: str = "4x3"
+    split: str = "test"
+    batch_size: int = 8
+    num_workers: int = 4
+    use_ema: bool = True
+
+    def __post_init__(self) -> None:
+        parse_views(self.views, "eval.views")
+        if self.split not in ("train", "val", "test"):
+            raise ConfigError(f"eval.split must be train, val or test, got {self.split!r}")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError("eval.batch_size must be >= 1 and eval.num_workers >= 0")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything one run needs; ``config.yaml`` in the run folder is this, resolved."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    # null: start fresh (refused if the run folder already has checkpoints); "auto": the latest checkpoint
+    # in the run folder if any; otherwise a checkpoint path.
+    resume: str | None = None
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read ``path`` (YAML; ``None`` = all defaults), apply ``key=value`` overrides, validate, build."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for item in overrides:
+        apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict ``raw``; the value is parsed as YAML (``null``, ``[1, 2]``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=0.1)")
+    node = raw
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = _parse_value(text)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-3" as a string; users mean the number.
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a nested mapping (e.g. a parsed ``config.yaml``)."""
+    raw = dict(raw)
+    model_raw = raw.pop("model", None) or {}
+    if not isinstance(model_raw, Mapping):
+        raise ConfigError("config key 'model' must be a mapping")
+    cfg = build_dataclass(RunConfig, {**raw, "model": {}}, prefix="")
+    cfg.model = _model_config(model_raw)
+    if "seed" not in (raw.get("data") or {}):
+        # One `seed` drives the whole run unless the augmentation seed is pinned on its own.
+        cfg.data.seed = cfg.seed
+    return cfg
+
+
+def _model_config(raw: Mapping[str, Any]) -> ModelConfig:
+    raw = dict(raw)
+    overrides = dict(raw.pop("overrides", None) or {})
+    name, pretrained = raw.pop("name", ModelConfig.name), raw.pop("pretrained", None)
+    overrides.update(raw)
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'model.name' must be a string, got {name!r}")
+    if pretrained is not None and not isinstance(pretrained, str):
+        raise ConfigError(f"config key 'model.pretrained' must be a path or null, got {pretrained!r}")
+    return ModelConfig(name=name, pretrained=pretrained, overrides=coerce_model_fields(name, overrides))
+
+
+def coerce_model_fields(name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``fields`` against model ``name``'s config dataclass (lists become tuples where declared)."""
+    model_defaults = default_config(name)
+    hints = typing.get_type_hints(type(model_defaults))
+    known = [f.name for f in dataclasses.fields(model_defaults)]
+    checked = {}
+    for key, value in fields.items():
+        if key not in known:
+            raise ConfigError(_unknown_key_message(f"model.{key}", key, known + ["name", "pretrained"]))
+        checked[key] = _coerce(value, hints[key], f"model.{key}")
+    return checked
+
+
+def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclass fields.
+
+    Unknown keys and wrong types raise :class:`ConfigError` naming ``prefix + key``.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(_unknown_key_message(prefix + str(key), str(key), names))
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        section = prefix.rstrip(".")
+        message = str(err)
+        raise ConfigError(message if not section or message.startswith(section) else f"{section}: {message}") from None
+
+
+def _unknown_key_message(full_key: str, key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{full_key[: len(full_key) - len(key)]}{close[0]}'?)" if close else ""
+    return f"unknown config key '{full_key}'{hint}; valid keys here: {', '.join(sorted(known))}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint`` (ints accepted for floats, lists for tuples)."""
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value if value is not None else {}, prefix=key + ".")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(key, hint, value)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _type_error(key, hint, value)
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(key, hint, value)
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(key, hint, value)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, hint, value)
+        return value
+    if hint in (bool, str):
+        if not isinstance(value, hint):
+            raise _type_error(key, hint, value)
+        return value
+    return value
+
+
+def _type_error(key: str, hint: Any, value: Any) -> ConfigError:
+    name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    return ConfigError(f"config key '{key}' expects {name}, got {value!r}")
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain YAML-able data (tuples become lists, model overrides flattened)."""
+    out = _plain(dataclasses.asdict(cfg))
+    model = out["model"]
+    out["model"] = {"name": model["name"], "pretrained": model["pretrained"], **model["overrides"]}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """YAML text of the resolved config; ``load_config`` of it gives back an equal config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

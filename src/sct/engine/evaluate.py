@@ -1,0 +1,207 @@
+"""``sct eval``: multi-view testing of a checkpoint, as the papers do it.
+
+Each test video gives ``T x S`` clips (``T`` temporal positions x ``S`` spatial crops; SCT uses 4x3);
+the softmax scores of a video's clips are averaged and the average is ranked. Reported: video-level
+top-1/top-5, clip-level top-1, per-class accuracy, and the confusion matrix. A video whose file cannot
+be decoded counts as a wrong prediction. Under ``torchrun`` each process scores a disjoint share of the
+clips and the per-video sums are gathered, so every clip is counted exactly once.
+
+Outputs (default: ``<run folder>/eval_<split>_<T>x<S>/``): ``eval.json``, ``predictions.csv``,
+``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from sct.config import apply_override, config_from_dict, parse_views
+from sct.data.datasets import BadFileTracker, DataConfig, build_dataset, collate
+from sct.engine import distributed
+from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_checkpoint, read_metadata
+from sct.engine.distributed import DistContext, shard_indices
+from sct.engine.metrics import VideoScores, add_views, merge_scores, summarize
+from sct.engine.plots import plot_confusion
+from sct.errors import CheckpointError, ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="weights written by sct train (.safetensors)")
+    parser.add_argument("--views", help="temporal views x spatial crops, e.g. 4x3 (default: the run's eval.views)")
+    parser.add_argument("--split", choices=("train", "val", "test"), help="default: the run's eval.split")
+    parser.add_argument("--output", help="folder for eval.json, predictions.csv, confusion.png")
+    parser.add_argument("--batch-size", type=int, help="clips per forward pass")
+    parser.add_argument("--num-workers", type=int, help="data loader processes")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if EMA weights exist")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides of the run's data section, e.g. data.root=/data/k400")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_cfg = checkpoint_run_config(args.checkpoint, args.overrides)
+    evaluate(args.checkpoint, data_cfg=run_cfg.data, views=args.views, split=args.split, output_dir=args.output,
+             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+             use_ema=False if args.no_ema else None, verbose=True)
+    return 0
+
+
+def checkpoint_run_config(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()):
+    """The resolved run config stored in a checkpoint, with ``data.*``/``eval.*`` overrides applied."""
+    metadata = read_metadata(checkpoint)
+    raw = yaml.safe_load(metadata["run_config"])
+    for item in overrides:
+        section = item.split("=", 1)[0].split(".", 1)[0]
+        if section not in ("data", "eval"):
+            raise ConfigError(f"override {item!r}: only data.* and eval.* can be changed when evaluating")
+        apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def infer_scores(model: nn.Module, dataset, *, ctx: DistContext, batch_size: int, num_workers: int,
+                 precision: str = "fp32", tracker: BadFileTracker | None = None,
+                 desc: str = "eval") -> dict[int, VideoScores]:
+    """Softmax scores of every clip of ``dataset``, summed per video over this process's share, gathered.
+
+    ``dataset`` items: ``video (3, T, H, W)``, ``label``, ``index`` (video), ``ok``; returns one
+    :class:`VideoScores` per video index, identical on every process.
+    """
+    shard = Subset(dataset, shard_indices(len(dataset), ctx.rank, ctx.world_size))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+                        pin_memory=ctx.device.type == "cuda")
+    scores: dict[int, VideoScores] = {}
+    model.eval()
+    autocast = (torch.autocast(ctx.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                if precision != "fp32" else contextlib.nullcontext())
+    quiet = not (ctx.is_main and sys.stderr.isatty())
+    with torch.inference_mode(), autocast:
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=quiet, dynamic_ncols=True):
+            if tracker is not None:
+                tracker.update(batch["bad"])
+            logits = model(batch["video"].to(ctx.device, non_blocking=True))
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            add_views(scores, batch["index"].numpy(), batch["label"].numpy(), probs, batch["ok"].numpy())
+    return merge_scores(distributed.all_gather_objects(scores))
+
+
+def default_output_dir(checkpoint: Path, split: str, views: str) -> Path:
+    """``<run>/eval_<split>_<views>``: the run folder is the checkpoint's, or the one above ``checkpoints/``."""
+    folder = checkpoint.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    return folder / f"eval_{split}_{views}"
+
+
+def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: str | None = None, *,
+             split: str | None = None, output_dir: str | Path | None = None, batch_size: int | None = None,
+             num_workers: int | None = None, device: str = "auto", use_ema: bool | None = None,
+             verbose: bool = False) -> dict[str, Any]:
+    """Multi-view evaluation of ``checkpoint``; writes the outputs and returns the ``eval.json`` content.
+
+    ``data_cfg``/``views``/``split``/... default to the values stored in the checkpoint's run config.
+    """
+    checkpoint = Path(checkpoint)
+    run_cfg = checkpoint_run_config(checkpoint)
+    views = views or run_cfg.eval.views
+    split = split or run_cfg.eval.split
+    temporal, spatial = parse_views(views, "--views")
+    data_cfg = dataclasses.replace(data_cfg or run_cfg.data, num_temporal_views=temporal, num_spatial_crops=spatial)
+    use_ema = run_cfg.eval.use_ema if use_ema is None else use_ema
+    model, metadata = model_from_checkpoint(checkpoint, use_ema=use_ema)
+    class_names = json.loads(metadata["classes"])
+    _check_fits(model, data_cfg, checkpoint)
+    dataset = build_dataset(data_cfg, split)
+    if list(dataset.class_names) != class_names:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was trained on {len(class_names)} classes "
+            f"({', '.join(class_names[:5])}...), the {split} set of {data_cfg.root} has "
+            f"{len(dataset.class_names)} ({', '.join(list(dataset.class_names)[:5])}...)"
+        )
+    with distributed.session(device) as ctx:
+        start = time.perf_counter()
+        tracker = BadFileTracker(dataset.num_videos, data_cfg.max_bad_fraction)
+        scores = infer_scores(model.to(ctx.device), dataset, ctx=ctx,
+                              batch_size=batch_size or run_cfg.eval.batch_size,
+                              num_workers=run_cfg.eval.num_workers if num_workers is None else num_workers,
+                              tracker=tracker, desc=f"eval {views}")
+        bad = {tuple(item) for part in distributed.all_gather_objects(list(tracker.items)) for item in part}
+        metrics = summarize(scores, class_names)
+        result = {
+            "top1": metrics["top1"], "top5": metrics["top5"], "topk": metrics["topk"],
+            "clip_top1": metrics["clip_top1"], "num_videos": metrics["num_videos"],
+            "num_failed": metrics["num_failed"], "num_clips": metrics["num_clips"], "views": views,
+            "split": split, "checkpoint": str(checkpoint),
+            "ema": use_ema and CheckpointPaths.from_weights(checkpoint).ema.is_file(),
+            "seconds": time.perf_counter() - start,
+            "mean_class_top1": metrics["mean_class_top1"], "per_class_top1": metrics["per_class_top1"],
+            "bad_files": [list(item) for item in sorted(bad)],
+            "confusion": metrics["confusion"],
+        }
+        if ctx.is_main:
+            out = Path(output_dir) if output_dir else default_output_dir(checkpoint, split, views)
+            result["output_dir"] = str(out)
+            _write_outputs(out, result, metrics, dataset, class_names)
+            if verbose:
+                print(describe(result), flush=True)
+        return result
+
+
+def _check_fits(model: nn.Module, data_cfg: DataConfig, checkpoint: Path) -> None:
+    for model_key, data_key in (("num_frames", "num_frames"), ("img_size", "crop_size")):
+        if getattr(model.config, model_key) != getattr(data_cfg, data_key):
+            raise ConfigError(
+                f"data.{data_key}={getattr(data_cfg, data_key)} but checkpoint {checkpoint} was trained with "
+                f"{model_key}={getattr(model.config, model_key)}"
+            )
+
+
+def _write_outputs(out: Path, result: dict[str, Any], metrics: dict[str, Any], dataset,
+                   class_names: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2).encode()
+    atomic_write(out / "eval.json", lambda f: f.write(text))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    k = metrics["topk"]
+    writer.writerow(["video", "path", "label", "prediction", "probability", "correct", "failed", f"top{k}"])
+    for video, label, pred, probs in zip(metrics["_videos"], metrics["_labels"], metrics["_preds"],
+                                         metrics["_probs"]):
+        ranked = np.argsort(-probs, kind="stable")[:k]
+        writer.writerow([
+            video, dataset.paths[video], class_names[label], class_names[pred] if pred >= 0 else "",
+            f"{probs[pred]:.4f}" if pred >= 0 else "", int(pred == label), int(pred < 0),
+            " ".join(f"{class_names[c]}:{probs[c]:.3f}" for c in ranked) if pred >= 0 else "",
+        ])
+    data = buffer.getvalue().encode()
+    atomic_write(out / "predictions.csv", lambda f: f.write(data))
+    plot_confusion(np.array(result["confusion"]), class_names, out / "confusion.png")
+
+
+def describe(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['split']} set, {result['views']} views, {result['num_videos']} videos "
+        f"({result['num_failed']} failed to decode), {result['seconds']:.0f}s",
+        f"  video top-1 {result['top1']:.2f}%  top-{result['topk']} {result['top5']:.2f}%  "
+        f"clip top-1 {result['clip_top1']:.2f}%  mean class top-1 {result['mean_class_top1']:.2f}%",
+    ]
+    if result.get("output_dir"):
+        lines.append(f"  outputs in {result['output_dir']}: eval.json, predictions.csv, confusion.png")
+    if result["bad_files"]:
+        lines.append(f"  bad files ({len(result['bad_files'])}):"
+                     + "".join(f"\n    {p}: {r}" for p, r in result["bad_files"]))
+    return "\n".join(lines)

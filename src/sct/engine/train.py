@@ -1,0 +1,474 @@
+"""``sct train``: the paper's recipe (SGD + warmup/cosine, label smoothing, dropout) with exact resume.
+
+``sct train --config configs/k400.yaml data.root=/data/k400 optim.lr=0.1`` (single process), or under
+``torchrun --nproc_per_node N -m sct train ...`` for data parallelism. Everything a run writes goes to
+``output_dir``: ``config.yaml`` (resolved), ``labels.txt``, ``metrics.jsonl``, ``checkpoints/``,
+``curves.png``, ``model.safetensors`` and ``summary.json``.
+
+Exactness: the data order is a function of ``(seed, epoch)``, augmentation of ``(seed, epoch, item)``,
+dropout of ``(seed, rank, step)`` (the global RNG is reseeded before every optimiser step), and the
+model's own generators (LSH rotations) are saved in each checkpoint. A resumed run therefore repeats
+the uninterrupted one bit for bit on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sct.config import RunConfig, dump_config, load_config, parse_views
+from sct.data.datasets import BadFileTracker, build_dataset, collate
+from sct.engine import distributed
+from sct.engine.checkpoint import (
+    CheckpointPaths,
+    atomic_write,
+    latest_checkpoint,
+    load_into,
+    load_state,
+    load_weights,
+    model_metadata,
+    prune_checkpoints,
+    read_metadata,
+    save_checkpoint,
+    save_weights,
+)
+from sct.engine.distributed import DistContext, TrainBatchSampler, accumulation_steps
+from sct.engine.ema import ModelEMA
+from sct.engine.evaluate import infer_scores
+from sct.engine.metrics import MetricsLog, read_metrics, summarize
+from sct.engine.optim import build_optimizer, build_schedule
+from sct.engine.plots import plot_curves
+from sct.errors import CheckpointError, ConfigError, SCTError
+from sct.models.registry import create_model
+
+
+class TrainingDivergedError(SCTError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML recipe (e.g. configs/k400.yaml); defaults apply without one")
+    parser.add_argument("--resume", metavar="PATH", help="checkpoint (.safetensors) to continue from, or 'auto'")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=0.1")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.resume:
+        cfg.resume = args.resume
+    train(cfg)
+    return 0
+
+
+def train(cfg: RunConfig) -> Path:
+    """Train as ``cfg`` says (in this process, or as one rank under ``torchrun``); return the run folder."""
+    with distributed.session(cfg.train.device) as ctx:
+        return Trainer(cfg, ctx).fit()
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of the global RNG (dropout, drop-path) for optimiser step ``step`` on process ``rank``."""
+    digest = hashlib.blake2b(f"{seed}:{rank}:{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def generator_states(model: nn.Module) -> dict[str, torch.Tensor]:
+    """States of the ``torch.Generator`` attributes a model keeps (e.g. LSH rotation draws), by name."""
+    return {
+        f"{name}.{attr}": value.get_state()
+        for name, module in model.named_modules()
+        for attr, value in vars(module).items()
+        if isinstance(value, torch.Generator)
+    }
+
+
+def set_generator_states(model: nn.Module, states: dict[str, torch.Tensor]) -> None:
+    modules = dict(model.named_modules())
+    for key, state in states.items():
+        name, _, attr = key.rpartition(".")
+        getattr(modules[name], attr).set_state(state)
+
+
+@dataclasses.dataclass
+class Position:
+    """Where training stands: ``step_in_epoch`` optimiser steps of ``epoch`` done, ``global_step`` in all."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+class Trainer:
+    """One training run. Everything that can be wrong with the inputs is checked in ``__init__``."""
+
+    def __init__(self, cfg: RunConfig, ctx: DistContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.run_dir = Path(cfg.output_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.resume_from = self._resolve_resume()
+        self.train_set = build_dataset(cfg.data, "train")
+        self.class_names = list(self.train_set.class_names)
+        self.val_set = self._build_val_set()
+        self.accum = accumulation_steps(cfg.train.batch_size, cfg.train.micro_batch_size, ctx.world_size)
+        self.steps_per_epoch = len(self.train_set) // cfg.train.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.train_set)} training videos"
+            )
+        self.model = self._build_model().to(ctx.device)
+        self.net = self._wrap(self.model)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.schedule = build_schedule(self.optimizer, cfg.optim, steps_per_epoch=self.steps_per_epoch,
+                                       epochs=cfg.train.epochs)
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.train.precision == "fp16")
+        self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+        self.tracker = BadFileTracker(self.train_set.num_videos, cfg.data.max_bad_fraction)
+        self.metadata = model_metadata(self.model, cfg.model.name, self.class_names, dump_config(cfg))
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=ctx.is_main)
+        self.pos = Position()
+        # (loss x n, correct, n) of the epoch so far, over all processes; saved so a resumed epoch reports
+        # the same averages.
+        self.epoch_totals = torch.zeros(3, dtype=torch.float64)
+        self.last_checkpoint: CheckpointPaths | None = None
+        self.val_top1: float | None = None
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+
+    # ---- set-up -------------------------------------------------------------------------------------
+
+    def _resolve_resume(self) -> CheckpointPaths | None:
+        existing = latest_checkpoint(self.ckpt_dir)
+        resume = self.cfg.resume
+        if resume is None:
+            if existing is not None:
+                raise ConfigError(
+                    f"output_dir {self.run_dir} already holds checkpoints (latest {existing.weights.name}); "
+                    "pass resume=auto to continue that run, or choose another output_dir"
+                )
+            return None
+        if resume == "auto":
+            return existing
+        path = Path(resume)
+        paths = latest_checkpoint(path) if path.is_dir() else CheckpointPaths.from_weights(path)
+        if paths is None or not paths.weights.is_file():
+            raise CheckpointError(f"resume={resume}: no checkpoint there")
+        if not paths.state.is_file():
+            raise CheckpointError(
+                f"resume={resume}: no training state {paths.state.name} beside it; a weights-only file can start "
+                "a new run through model.pretrained, not resume one"
+            )
+        return paths
+
+    def _build_val_set(self):
+        if not self.cfg.train.eval_every_epochs or not self.cfg.data.val:
+            return None
+        temporal, spatial = parse_views(self.cfg.train.val_views, "train.val_views")
+        data = dataclasses.replace(self.cfg.data, num_temporal_views=temporal, num_spatial_crops=spatial)
+        return build_dataset(data, "val")
+
+    def _build_model(self) -> nn.Module:
+        derived = {
+            "num_classes": (len(self.class_names), f"the dataset's {len(self.class_names)} classes"),
+            "num_frames": (self.cfg.data.num_frames, f"data.num_frames={self.cfg.data.num_frames}"),
+            "img_size": (self.cfg.data.crop_size, f"data.crop_size={self.cfg.data.crop_size}"),
+        }
+        overrides = dict(self.cfg.model.overrides)
+        for key, (value, source) in derived.items():
+            if key in overrides and overrides.pop(key) != value:
+                raise ConfigError(f"model.{key}={self.cfg.model.overrides[key]} disagrees with {source}")
+        torch.manual_seed(self.cfg.seed)
+        return create_model(self.cfg.model.name, pretrained=self.cfg.model.pretrained,
+                            **{k: v for k, (v, _) in derived.items()}, **overrides)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.ctx.distributed:
+            return model
+        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def _load(self, paths: CheckpointPaths) -> None:
+        """Check that the checkpoint belongs to this model and data, then restore every piece of state."""
+        metadata = read_metadata(paths.weights)
+        own = json.loads(self.metadata["model_config"])
+        theirs = json.loads(metadata["model_config"])
+        if metadata["model"] != self.cfg.model.name or own != theirs:
+            changed = sorted(k for k in own.keys() | theirs.keys() if own.get(k) != theirs.get(k))
+            raise CheckpointError(
+                f"checkpoint {paths.weights} was written for model {metadata['model']!r}, not this "
+                f"{self.cfg.model.name!r} config" + (f" (differs in {', '.join(changed)})" if changed else "")
+            )
+        if json.loads(metadata["classes"]) != self.class_names:
+            raise CheckpointError(f"checkpoint {paths.weights} was trained on other classes than {self.cfg.data.root}")
+        state = load_state(paths.state)
+        if state["batch_size"] != self.cfg.train.batch_size:
+            raise ConfigError(
+                f"train.batch_size={self.cfg.train.batch_size} but the checkpoint {paths.weights} was trained with "
+                f"{state['batch_size']}: the data position cannot be carried over"
+            )
+        weights, _ = load_weights(paths.weights)
+        load_into(self.model, weights, paths.weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            ema = paths.ema if paths.ema.is_file() else paths.weights
+            self.ema.load_state_dict(load_weights(ema)[0])
+        set_generator_states(self.model, state["generators"])
+        self.tracker.update(state["bad_files"])
+        self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
+        self.epoch_totals = torch.tensor(state["epoch_totals"], dtype=torch.float64)
+        self.last_checkpoint = paths
+
+    # ---- the loop -----------------------------------------------------------------------------------
+
+    def fit(self) -> Path:
+        start = time.perf_counter()
+        self._prepare_run_folder()
+        cfg = self.cfg.train
+        while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
+            self._run_epoch()
+            if self.pos.step_in_epoch < self.steps_per_epoch:
+                break  # stopped by train.max_steps inside the epoch
+            self._end_epoch()
+        if self.last_checkpoint is None or self._latest_saved_step() != self.pos.global_step:
+            self._save_checkpoint()
+        self._finish(time.perf_counter() - start)
+        return self.run_dir
+
+    def _reached_max_steps(self) -> bool:
+        return self.cfg.train.max_steps is not None and self.pos.global_step >= self.cfg.train.max_steps
+
+    def _prepare_run_folder(self) -> None:
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config_text = dump_config(self.cfg).encode()
+            atomic_write(self.run_dir / "config.yaml", lambda f: f.write(config_text))
+            labels = "".join(name + "\n" for name in self.class_names).encode()
+            atomic_write(self.run_dir / "labels.txt", lambda f: f.write(labels))
+            if self.resume_from is None:
+                self.log.reset()
+            else:
+                self.log.truncate_after(self.pos.global_step)
+        distributed.barrier()
+
+    def _loader(self, epoch: int) -> DataLoader:
+        sampler = TrainBatchSampler(
+            len(self.train_set), self.cfg.train.batch_size, self.accum, self.cfg.seed, epoch,
+            self.ctx.rank, self.ctx.world_size, start_step=self.pos.step_in_epoch,
+        )
+        self.train_set.set_epoch(epoch)
+        return DataLoader(
+            self.train_set, batch_sampler=sampler, num_workers=self.cfg.train.num_workers, collate_fn=collate,
+            pin_memory=self.ctx.device.type == "cuda",
+            # A private generator: creating the iterator must not consume the global RNG.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
+
+    def _run_epoch(self) -> None:
+        """Train until the epoch ends or ``train.max_steps`` is reached."""
+        epoch, cfg = self.pos.epoch, self.cfg.train
+        batches = iter(self._loader(epoch))
+        bar = tqdm(total=self.steps_per_epoch, initial=self.pos.step_in_epoch, unit="step", dynamic_ncols=True,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (self.ctx.is_main and sys.stderr.isatty()))
+        tic = time.perf_counter()
+        while self.pos.step_in_epoch < self.steps_per_epoch and not self._reached_max_steps():
+            lr = self.schedule.current_lr()
+            stats, grad_norm = self._optimizer_step(batches)
+            self.epoch_totals += stats[:3]
+            self.pos.step_in_epoch += 1
+            self.pos.global_step += 1
+            loss, top1 = stats[0].item() / stats[2].item(), 100.0 * stats[1].item() / stats[2].item()
+            rate = cfg.batch_size / max(time.perf_counter() - tic, 1e-9)
+            tic = time.perf_counter()
+            self.log.append({"type": "step", "epoch": epoch, "step": self.pos.global_step, "loss": loss,
+                             "top1": top1, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
+            if bar.disable and self.ctx.is_main and self.pos.global_step % cfg.log_every_steps == 0:
+                print(f"epoch {epoch + 1}/{cfg.epochs} step {self.pos.step_in_epoch}/{self.steps_per_epoch} "
+                      f"loss {loss:.4f} lr {lr:.4g} ({rate:.1f} samples/s)", flush=True)
+            every = cfg.checkpoint_every_steps
+            if every and self.pos.global_step % every == 0 and self.pos.step_in_epoch < self.steps_per_epoch:
+                self._save_checkpoint()
+        bar.close()
+
+    def _optimizer_step(self, batches) -> tuple[torch.Tensor, float]:
+        """Forward/backward ``accum`` micro-batches, then one optimiser step.
+
+        Returns the step's ``(loss x n, correct, n, non-finite)`` summed over processes, and the gradient norm.
+        """
+        torch.manual_seed(step_seed(self.cfg.seed, self.ctx.rank, self.pos.global_step))
+        self.net.train()
+        stats = torch.zeros(4, dtype=torch.float64)
+        for k in range(self.accum):
+            batch = next(batches)
+            self.tracker.update(batch["bad"])
+            video = batch["video"].to(self.ctx.device, non_blocking=True)
+            label = batch["label"].to(self.ctx.device, non_blocking=True)
+            last = k == self.accum - 1
+            sync = self.net.no_sync() if self.ctx.distributed and not last else contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    logits = self.net(video)
+                loss = self.criterion(logits.float(), label)
+                self.scaler.scale(loss / self.accum).backward()
+            n = label.numel()
+            correct = (logits.argmax(dim=-1) == label).sum().item()
+            stats += torch.tensor([loss.item() * n, correct, n, float(not math.isfinite(loss.item()))],
+                                  dtype=torch.float64)
+        distributed.all_reduce_sum(stats)
+        if stats[3] > 0:
+            self._diverged(stats[0].item() / stats[2].item())
+        grad_norm = self._clip_gradients()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return stats, grad_norm
+
+    def _autocast(self):
+        precision = self.cfg.train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        if precision == "fp16" and self.ctx.device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a CUDA device; use bf16 on a CPU")
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.ctx.device.type, dtype=dtype)
+
+    def _clip_gradients(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.optim.clip_grad if self.cfg.optim.clip_grad is not None else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def _diverged(self, loss: float) -> None:
+        where = f"epoch {self.pos.epoch + 1}, optimiser step {self.pos.global_step + 1}"
+        keep = (f"the last good checkpoint is {self.last_checkpoint.weights}" if self.last_checkpoint
+                else "no checkpoint had been written yet")
+        self.log.append({"type": "diverged", "epoch": self.pos.epoch, "step": self.pos.global_step + 1,
+                         "loss": loss})
+        if self.ctx.is_main:
+            plot_curves(read_metrics(self.log.path), self.run_dir / "curves.png")
+        raise TrainingDivergedError(
+            f"loss became {loss} at {where} (lr {self.schedule.current_lr():.4g}); training stopped before "
+            f"updating the weights, {keep}. Lower optim.lr or enable optim.clip_grad, then resume=auto"
+        )
+
+    def _end_epoch(self) -> None:
+        totals = self.epoch_totals
+        record: dict[str, Any] = {
+            "type": "epoch", "epoch": self.pos.epoch + 1, "step": self.pos.global_step,
+            "train_loss": totals[0].item() / max(totals[2].item(), 1),
+            "train_top1": 100.0 * totals[1].item() / max(totals[2].item(), 1),
+        }
+        every = self.cfg.train.eval_every_epochs
+        last_epoch = self.pos.epoch + 1 == self.cfg.train.epochs
+        if self.val_set is not None and ((self.pos.epoch + 1) % every == 0 or last_epoch):
+            metrics = self.validate()
+            record.update(val_top1=metrics["top1"], val_clip_top1=metrics["clip_top1"])
+            self.val_top1 = metrics["top1"]
+        self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step)
+        self.epoch_totals = torch.zeros(3, dtype=torch.float64)
+        self.log.append(record)
+        if self.ctx.is_main and not sys.stderr.isatty():
+            val = f", val top-1 {record['val_top1']:.1f}%" if "val_top1" in record else ""
+            print(f"epoch {record['epoch']}/{self.cfg.train.epochs}: train loss {record['train_loss']:.4f}, "
+                  f"train top-1 {record['train_top1']:.1f}%{val}", flush=True)
+        self._save_checkpoint()
+
+    def validate(self) -> dict[str, Any]:
+        """Video-level accuracy on the val split with ``train.val_views`` views."""
+        tracker = BadFileTracker(self.val_set.num_videos, self.cfg.data.max_bad_fraction)
+        scores = infer_scores(self.model, self.val_set, ctx=self.ctx, batch_size=self.cfg.eval.batch_size,
+                              num_workers=self.cfg.train.num_workers, precision=self.cfg.train.precision,
+                              tracker=tracker, desc="val")
+        return summarize(scores, self.class_names)
+
+    # ---- checkpoints and the end of the run ---------------------------------------------------------
+
+    def _bad_files(self) -> list[list[str]]:
+        merged = {tuple(item) for part in distributed.all_gather_objects(list(self.tracker.items)) for item in part}
+        return [list(item) for item in sorted(merged)]
+
+    def _save_checkpoint(self) -> None:
+        bad_files = self._bad_files()
+        paths = CheckpointPaths.for_step(self.ckpt_dir, self.pos.global_step)
+        if self.ctx.is_main:
+            state = {
+                "epoch": self.pos.epoch,
+                "step_in_epoch": self.pos.step_in_epoch,
+                "global_step": self.pos.global_step,
+                "batch_size": self.cfg.train.batch_size,
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "generators": generator_states(self.model),
+                "epoch_totals": self.epoch_totals.tolist(),
+                "bad_files": bad_files,
+            }
+            save_checkpoint(paths, weights=self.model.state_dict(), metadata=self.metadata, state=state,
+                            ema=self.ema.state_dict() if self.ema is not None else None)
+            prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_checkpoints)
+        self.last_checkpoint = paths
+        distributed.barrier()
+
+    def _latest_saved_step(self) -> int:
+        return int(self.last_checkpoint.weights.name.removeprefix("step_").removesuffix(".safetensors"))
+
+    def _finish(self, seconds: float) -> None:
+        bad_files = self._bad_files()
+        if not self.ctx.is_main:
+            return
+        final = self.run_dir / "model.safetensors"
+        save_weights(final, self.model.state_dict(), self.metadata)
+        if self.ema is not None:
+            save_weights(CheckpointPaths.from_weights(final).ema, self.ema.state_dict(), self.metadata)
+        records = read_metrics(self.log.path)
+        plot_curves(records, self.run_dir / "curves.png")
+        steps = [r for r in records if r.get("type") == "step"]
+        summary = {
+            "model": self.cfg.model.name,
+            "epochs": self.pos.epoch,
+            "global_step": self.pos.global_step,
+            "train_seconds": seconds,
+            "final_loss": steps[-1]["loss"] if steps else None,
+            "val_top1": self.val_top1,
+            "weights": str(final),
+            "checkpoint": str(self.last_checkpoint.weights),
+            "bad_files": bad_files,
+        }
+        text = json.dumps(summary, indent=2).encode()
+        atomic_write(self.run_dir / "summary.json", lambda f: f.write(text))
+        print(self.describe(summary), flush=True)
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        lines = [
+            f"trained {summary['model']} for {summary['global_step']} steps "
+            f"({summary['epochs']} epochs) in {summary['train_seconds']:.0f}s",
+        ]
+        if summary["final_loss"] is not None:
+            lines.append(f"  last training loss {summary['final_loss']:.4f}")
+        if summary["val_top1"] is not None:
+            lines.append(f"  val top-1 {summary['val_top1']:.1f}% ({self.cfg.train.val_views} views)")
+        lines.append(f"  run folder {self.run_dir}: model.safetensors, metrics.jsonl, curves.png, checkpoints/")
+        bad = summary["bad_files"]
+        lines.append(f"  bad files skipped: {len(bad)}" + "".join(f"\n    {p}: {r}" for p, r in bad))
+        return "\n".join(lines)
