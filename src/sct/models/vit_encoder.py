@@ -49,6 +49,8 @@ class ViTEncoder(nn.Module):
     """Frame-wise ViT: clip ``(B, 3, T, H, W)`` -> normalised tokens ``(B, T, 1 + S, C)``.
 
     Token 0 of every frame is its CLS token (for ``divided``: T copies of the clip's CLS token).
+    The patch grid is ``img_size // patch_size`` (a remainder is cropped by the strided patch conv, as
+    SCT's Table 4 has 18 x 18 tokens for 12 x 12 patches at 224).
     A temporal embedding ``(1, T, 1, C)`` initialised to zero is added to every token (patch tokens
     only for ``divided``, as TimeSformer does).
     """
@@ -61,8 +63,8 @@ class ViTEncoder(nn.Module):
         super().__init__()
         if temporal not in TEMPORAL_KINDS:
             raise ConfigError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
-        if img_size % patch_size:
-            raise ConfigError(f"img_size={img_size} is not a multiple of patch_size={patch_size}")
+        if not 1 <= patch_size <= img_size:
+            raise ConfigError(f"patch_size={patch_size} must be in [1, img_size={img_size}]")
         self.temporal = temporal
         self.patch_size = patch_size
         grid = img_size // patch_size
