@@ -1,0 +1,308 @@
+"""``sct bench``: latency, throughput, peak memory and achieved GFLOP/s of models, fairly compared.
+
+Every model runs in a fresh Python process (``python -m sct.analysis.bench --worker SPEC``) so that
+its peak memory is its own and no allocator or thread-pool state carries over; every process draws
+the same inputs from the same seed, and the machine's matmul GFLOP/s is measured in the same run,
+so the ratios in one table are fair. On a CPU the peak is the growth of the process's peak resident
+set (``VmHWM``, reset through ``/proc/self/clear_refs``) over the forward passes; on a GPU it is
+``torch.cuda.max_memory_allocated`` above the model's own memory, and timings use CUDA events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sct.analysis.hardware import describe_machine, matmul_gflops
+from sct.analysis.report import markdown_table
+from sct.errors import ConfigError, SCTError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclasses.dataclass
+class BenchSettings:
+    """One run's protocol, identical for every model in it."""
+
+    frames: int = 8
+    size: int = 224
+    batch: int = 8
+    dtype: str = "fp32"
+    compile: bool = False
+    repeats: int = 10
+    warmup: int = 2
+    classes: int = 400
+    device: str = "cpu"
+    threads: int = 0  # 0: torch's default
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("frames", "size", "batch", "repeats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available")
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _proc_status_kib(key: str) -> int:
+    match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"{key} missing from /proc/self/status")
+    return int(match.group(1))
+
+
+def memory_now(device: str) -> int | None:
+    """Bytes in use now: the process's resident set on CPU, the allocator's on CUDA (``None``: unknown)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+    try:
+        return _proc_status_kib("VmRSS") * 1024
+    except OSError:
+        return None
+
+
+class PeakMemory:
+    """Peak memory (bytes) over a block of work, above ``baseline`` (the bytes in use before any forward pass).
+
+    CPU: the process's peak resident set (``VmHWM``, reset on entry through ``/proc/self/clear_refs``).
+    CUDA: ``max_memory_allocated``. ``peak`` stays ``None`` where it cannot be measured honestly.
+    """
+
+    def __init__(self, device: str, baseline: int | None):
+        self.device = device
+        self.baseline = baseline
+        self.peak: int | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except OSError:
+            self.baseline = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.baseline is None:
+            return
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.baseline
+        else:
+            self.peak = _proc_status_kib("VmHWM") * 1024 - self.baseline
+
+
+def _timer(device: str):
+    """A callable timing ``fn()`` in seconds: CUDA events on a GPU, ``perf_counter`` on a CPU."""
+    if device == "cuda":
+        def timed(fn) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1000
+        return timed
+
+    def timed_cpu(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    return timed_cpu
+
+
+def _measure(model: torch.nn.Module, clip: torch.Tensor, settings: BenchSettings, repeats: int,
+             baseline: int | None) -> dict[str, Any]:
+    """Warm up, then time ``repeats`` forward passes of ``clip`` ``(B, 3, T, H, W)`` and track peak memory."""
+    autocast = (torch.autocast(settings.device, dtype=torch.bfloat16) if settings.dtype == "bf16"
+                else contextlib.nullcontext())
+    timed = _timer(settings.device)
+
+    def forward() -> None:
+        with autocast:
+            model(clip)
+
+    with torch.inference_mode(), PeakMemory(settings.device, baseline) as memory:
+        for _ in range(settings.warmup):
+            forward()
+        times = [timed(forward) for _ in range(repeats)]
+    quantiles = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
+    return {"median_s": statistics.median(times), "p10_s": quantiles[0], "p90_s": quantiles[-1],
+            "times_s": times, "peak_bytes": memory.peak}
+
+
+def bench_in_process(name: str, settings: BenchSettings, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Build ``name`` and measure it in this process (the worker's body)."""
+    from sct.analysis.flops import count_macs, count_params
+    from sct.analysis.peers import build_model
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    model = build_model(name, num_classes=settings.classes, num_frames=settings.frames, img_size=settings.size,
+                        **overrides)
+    model = model.to(settings.device).eval()
+    runner = torch.compile(model) if settings.compile else model
+    g = torch.Generator().manual_seed(settings.seed)
+    big = torch.randn(settings.batch, 3, settings.frames, settings.size, settings.size, generator=g)
+    big = big.to(settings.device)
+    small = big[:1].clone()
+    # Memory is measured before anything else runs a forward pass, against what the model and inputs hold.
+    baseline = memory_now(settings.device)
+    latency = _measure(runner, small, settings, settings.repeats, baseline)
+    throughput = _measure(runner, big, settings, max(3, settings.repeats // 3), baseline)
+    macs, _ = count_macs(model.cpu(), small.cpu())
+    return {"model": name, "params": count_params(model), "macs": macs, "latency": latency,
+            "throughput": throughput, "clips_per_s": settings.batch / throughput["median_s"],
+            "achieved_gflops": 2 * macs * settings.batch / throughput["median_s"] / 1e9}
+
+
+def _worker(spec: str) -> int:
+    job = json.loads(spec)
+    try:
+        result = bench_in_process(job["model"], BenchSettings(**job["settings"]), job["overrides"])
+    except (SCTError, RuntimeError, ValueError, TypeError) as err:
+        result = {"model": job["model"], "error": f"{type(err).__name__}: {err}"}
+    print("SCT-BENCH-RESULT " + json.dumps(result))
+    return 0
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def bench_model(name: str, settings: BenchSettings, overrides: dict[str, Any] | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+    """Measure ``name`` in a fresh process; returns its result dict (``error`` set if it failed)."""
+    spec = json.dumps({"model": name, "settings": dataclasses.asdict(settings), "overrides": overrides or {}})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sct.analysis.bench", "--worker", spec],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("SCT-BENCH-RESULT "):
+            return json.loads(line.removeprefix("SCT-BENCH-RESULT "))
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"model": name, "error": f"worker exited {proc.returncode}: {' | '.join(tail)}"}
+
+
+def run_bench(names: list[str], settings: BenchSettings, overrides: dict[str, dict[str, Any]] | None = None,
+              timeout: float | None = None, progress=None, matmul_n: int = 2048) -> dict[str, Any]:
+    """Benchmark ``names`` under one protocol; the report holds the machine's matmul GFLOP/s from this run."""
+    from sct.analysis.peers import available
+
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(available())}")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    peak = matmul_gflops(DTYPES[settings.dtype], n=matmul_n, device=settings.device)
+    results = []
+    for name in names:
+        if progress:
+            progress(name)
+        results.append(bench_model(name, settings, (overrides or {}).get(name), timeout))
+    for r in results:
+        if "error" not in r:
+            r["fraction_of_matmul"] = r["achieved_gflops"] / peak
+    return {"machine": describe_machine(), "settings": dataclasses.asdict(settings), "matmul_gflops": peak,
+            "results": results}
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> str:
+    """Write ``bench.json`` and ``bench.md`` into ``out``; returns the Markdown."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = format_report(report)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    (out / "bench.md").write_text(text + "\n")
+    return text
+
+
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:.1f}"
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as Markdown: a settings line and one row per model."""
+    s = report["settings"]
+    head = (f"{report['machine']}; {s['device']}, {s['dtype']}{', compiled' if s['compile'] else ''}; "
+            f"clip {s['frames']}x{s['size']}x{s['size']}; latency at batch 1 over {s['repeats']} runs after "
+            f"{s['warmup']} warm-up; throughput at batch {s['batch']}; matmul {report['matmul_gflops']:.0f} GFLOP/s "
+            "measured in the same run.")
+    rows = []
+    for r in report["results"]:
+        if "error" in r:
+            rows.append([r["model"], "failed: " + r["error"]] + [""] * 7)
+            continue
+        lat, thr = r["latency"], r["throughput"]
+        rows.append([r["model"], f"{r['params'] / 1e6:.1f}", f"{r['macs'] / 1e9:.1f}", _ms(lat["median_s"]),
+                     f"{_ms(lat['p10_s'])}-{_ms(lat['p90_s'])}", f"{r['clips_per_s']:.2f}",
+                     f"{_mib(lat['peak_bytes'])} / {_mib(thr['peak_bytes'])}", f"{r['achieved_gflops']:.0f}",
+                     f"{100 * r['fraction_of_matmul']:.0f}%"])
+    table = markdown_table(["model", "params (M)", "GFLOPs/clip", "latency b1 (ms, median)", "p10-p90 (ms)",
+                            f"clips/s (b{s['batch']})", f"peak mem MiB (b1 / b{s['batch']})", "GFLOP/s",
+                            "of matmul"], rows)
+    return head + "\n\n" + table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help="registered model names or hf:timesformer, hf:vivit, hf:videomae (random init)")
+    parser.add_argument("--frames", type=int, default=8, help="clip length T, the same for every model (default 8)")
+    parser.add_argument("--size", type=int, default=224, help="crop size, the same for every model (default 224)")
+    parser.add_argument("--batch", type=int, default=8, help="batch size of the throughput run (default 8)")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32, or bf16 autocast")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model (warm-up absorbs compiling)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed batch-1 runs per model (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per model")
+    parser.add_argument("--out", default=None, help="directory for bench.json and bench.md")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = BenchSettings(frames=args.frames, size=args.size, batch=args.batch, dtype=args.dtype,
+                             compile=args.compile, repeats=args.repeats, warmup=args.warmup, device=args.device,
+                             threads=args.threads)
+    report = run_bench(args.models, settings, timeout=args.timeout,
+                       progress=lambda name: print(f"benchmarking {name} ...", file=sys.stderr, flush=True))
+    print(write_report(report, args.out) if args.out else format_report(report))
+    failed = [r["model"] for r in report["results"] if "error" in r]
+    if failed:
+        print(f"sct bench: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        sys.exit(_worker(sys.argv[2]))
+    sys.exit("usage: python -m sct.analysis.bench --worker SPEC_JSON (use `sct bench` instead)")
