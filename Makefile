@@ -21,6 +21,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/pytest -q
 
+demo: $(STAMP)
+	$(BIN)/sct demo
+
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
