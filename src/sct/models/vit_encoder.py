@@ -83,7 +83,7 @@ class ViTEncoder(nn.Module):
                 return DividedSpaceTimeAttention(dim, heads, qkv_bias, attn_drop_rate, drop_rate, norm_eps)
             return MultiHeadAttention(dim, heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate)
 
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             TransformerLayer(dim, make_attention(), int(dim * mlp_ratio), drop_rate, rate, norm_eps,
                              attn_norm=temporal != "divided")
