@@ -1,6 +1,7 @@
 """Models: importing this package registers every model with the registry."""
 
 from sct.models import (
+    sct,  # noqa: F401
     vit_video,  # noqa: F401
     xvit,  # noqa: F401
 )

@@ -1,0 +1,109 @@
+"""Shifted multi-head self-attention (§3.3, Eq. 6-7) and the temporal attentions it is compared with.
+
+All modules map ``(B, T, N, C) -> (B, T, N, C)``: T frames of N tokens (the frame's [CLS] first).
+
+- ``shifted`` (Eq. 6): queries and values from frame t, keys from frame t - s, cyclic (frame 0 takes
+  its keys from frame T - s). ``s = 0`` is ordinary per-frame MSA (Table 5's "0 shifted frames").
+- ``space``: ordinary MSA over the tokens of each frame (the appendix's "space attention").
+- ``time``: each token position attends over the same position in every frame (TimeSformer's time
+  attention, the appendix's "time attention").
+- ``space_time_concat``: space and time attention side by side, their outputs concatenated and
+  projected back to C (the appendix's "concatenated feature from space and time attentions").
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from sct.models.attention.dense import MultiHeadAttention, attention
+
+TEMPORAL_KINDS = ("shifted", "space", "time", "space_time_concat")
+
+
+class ShiftedMSA(nn.Module):
+    """Eq. 6-7's attention: ``a_t = Concat_i Attention(Q_t^i, K_{t-s}^i, V_t^i) W_O``.
+
+    ``x`` ``(B, T, N, C)`` (already layer-normed by the caller) -> ``(B, T, N, C)``. With
+    ``store_attention`` the weights of the last call are kept in ``last_attention`` ``(B, T, H, N, N)``:
+    row p of frame t gives the weights over the tokens of frame ``t - s``.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int | None = None, shift: int = 1,
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.heads, self.shift = heads, shift
+        dim_head = dim_head or dim // heads
+        inner = heads * dim_head
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, dim)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.store_attention = False
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b t n (three h d) -> three b t h n d", three=3, h=self.heads)
+        # roll(k, s)[t] = k[t - s]: frame t takes its keys from frame t - s, cyclically (t'_0 = t'_T).
+        k = torch.roll(k, shifts=self.shift, dims=1)
+        frames = x.shape[1]
+        q, k, v = (rearrange(z, "b t h n d -> (b t) h n d") for z in (q, k, v))
+        out, weights = attention(q, k, v, None, self.attn_drop if self.training else 0.0, self.store_attention)
+        if weights is not None:
+            weights = rearrange(weights, "(b t) h n m -> b t h n m", t=frames)
+        self.last_attention = weights
+        return self.proj_drop(self.proj(rearrange(out, "(b t) h n d -> b t n (h d)", t=frames)))
+
+
+class TimeMSA(nn.Module):
+    """Attention along time at each token position: ``(B, T, N, C) -> (B, T, N, C)``.
+
+    ``last_attention`` (with ``store_attention``): ``(B, N, H, T, T)``.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int | None = None):
+        super().__init__()
+        self.msa = MultiHeadAttention(dim, heads, dim_head)
+
+    @property
+    def store_attention(self) -> bool:
+        return self.msa.store_attention
+
+    @store_attention.setter
+    def store_attention(self, value: bool) -> None:
+        self.msa.store_attention = value
+
+    @property
+    def last_attention(self) -> torch.Tensor | None:
+        return self.msa.last_attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.msa(rearrange(x, "b t n c -> b n t c"))
+        return rearrange(y, "b n t c -> b t n c")
+
+
+class SpaceTimeConcat(nn.Module):
+    """Space and time attention in parallel, ``Concat(space, time) W``: ``(B, T, N, C) -> (B, T, N, C)``."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int | None = None):
+        super().__init__()
+        self.space = MultiHeadAttention(dim, heads, dim_head)
+        self.time = TimeMSA(dim, heads, dim_head)
+        self.fuse = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.space(x), self.time(x)], dim=-1))
+
+
+def temporal_attention(kind: str, dim: int, heads: int, dim_head: int | None = None, shift: int = 1) -> nn.Module:
+    """The attention module of one temporal layer, by ``kind`` (one of :data:`TEMPORAL_KINDS`)."""
+    if kind == "shifted":
+        return ShiftedMSA(dim, heads, dim_head, shift=shift)
+    if kind == "space":
+        return MultiHeadAttention(dim, heads, dim_head)
+    if kind == "time":
+        return TimeMSA(dim, heads, dim_head)
+    if kind == "space_time_concat":
+        return SpaceTimeConcat(dim, heads, dim_head)
+    raise ValueError(f"unknown temporal attention kind {kind!r}; expected one of {TEMPORAL_KINDS}")

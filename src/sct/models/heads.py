@@ -1,0 +1,58 @@
+"""Clip-level heads: per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sct.models.attention.dense import MultiHeadAttention
+from sct.models.blocks import TransformerLayer
+
+
+class ClipEncoder(nn.Module):
+    """SCT's clip encoder (Eq. 8): a transformer over the frames' [CLS] features plus a clip [CLS].
+
+    ``b_0 = [b_cls; a'_1 E'; ...; a'_T E'] + E'_pos``, M' pre-norm layers, ``c = head(LN(b_{M'})[0])``
+    with dropout before the linear classifier. ``(B, T, C_in) -> (B, num_classes)``. The temporal
+    position embedding is learnt for ``num_frames`` and linearly interpolated for other clip lengths.
+    """
+
+    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, mlp_dim: int, num_frames: int,
+                 num_classes: int, dim_head: int | None = None, drop_rate: float = 0.0,
+                 drop_path: list[float] | None = None):
+        super().__init__()
+        drop_path = drop_path or [0.0] * depth
+        self.frame_embed = nn.Linear(in_dim, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_frames + 1, dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.layers = nn.ModuleList(
+            TransformerLayer(dim, MultiHeadAttention(dim, heads, dim_head), mlp_dim, drop_path=drop_path[i])
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dim, num_classes)
+
+    def position_embedding(self, frames: int) -> torch.Tensor:
+        """``(1, frames + 1, D')``: the learnt table, resampled along time when ``frames`` differs."""
+        if frames + 1 == self.pos_embed.shape[1]:
+            return self.pos_embed
+        cls_pos, frame_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        frame_pos = F.interpolate(frame_pos.transpose(1, 2), size=frames, mode="linear", align_corners=False)
+        return torch.cat([cls_pos, frame_pos.transpose(1, 2)], dim=1)
+
+    def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C_in)`` -> clip feature ``(B, D')`` (the clip [CLS] after the final norm)."""
+        x = self.frame_embed(frames)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.position_embedding(frames.shape[1])
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x[:, 0])
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C_in)`` -> logits ``(B, num_classes)``."""
+        return self.head(self.head_drop(self.forward_features(frames)))

@@ -1,0 +1,109 @@
+"""The image part of an SCT block: a local stage (ViLT by default) and a global layer (image LSH by default).
+
+Every module here maps ``(grid (B, G_h, G_w, C), cls (B, C) | None) -> (grid, cls)``, B being clip
+frames. Attention over the whole frame (LSH, dense) lets the frame's [CLS] take part when it exists;
+local and convolutional layers work on the grid and pass the [CLS] through unchanged.
+
+Kinds (the appendix ablations):
+- local: ``vilt`` (§3.2), ``conv``/``conv_bn``/``res_conv`` (M 3x3 conv layers, plain, with batch norm,
+  residual blocks), ``lsh`` (M image LSH layers instead of ViLT), ``none`` (ViLT removed).
+- global: ``lsh`` (Eq. 3), ``dense`` (full MSA over the frame), ``conv``/``conv_bn``/``res_conv`` (one
+  conv layer of that kind), ``none`` (LSH layer removed).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from sct.models.attention.chunk import ViLT
+from sct.models.attention.dense import MultiHeadAttention
+from sct.models.attention.lsh import LSHSelfAttention
+from sct.models.blocks import TransformerLayer
+
+CONV_KINDS = ("conv", "conv_bn", "res_conv")
+LOCAL_KINDS = ("vilt", *CONV_KINDS, "lsh", "none")
+GLOBAL_KINDS = ("lsh", "dense", *CONV_KINDS, "none")
+
+
+class ConvLayer(nn.Module):
+    """One 3x3 conv layer on a token grid, ``(B, H, W, C) -> (B, H, W, C)``.
+
+    ``conv``: conv + GELU; ``conv_bn``: conv + BN + GELU; ``res_conv``: a ResNet basic block
+    (two conv + BN, identity shortcut).
+    """
+
+    def __init__(self, dim: int, kind: str):
+        super().__init__()
+        self.kind = kind
+        bn = kind != "conv"
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1, bias=not bn)
+        self.bn1 = nn.BatchNorm2d(dim) if bn else nn.Identity()
+        self.act = nn.GELU()
+        if kind == "res_conv":
+            self.conv2 = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = rearrange(x, "b h w c -> b c h w")
+        out = self.act(self.bn1(self.conv1(y)))
+        if self.kind == "res_conv":
+            out = self.act(y + self.bn2(self.conv2(out)))
+        return rearrange(out, "b c h w -> b h w c")
+
+
+class GridLayers(nn.Module):
+    """Layers that see only the grid; the [CLS] passes through."""
+
+    def __init__(self, layers: nn.Module):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, grid: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.layers(grid), cls
+
+
+class FrameAttention(nn.Module):
+    """Pre-norm transformer layers over all tokens of each frame, ``[CLS]`` first when present (Eq. 3)."""
+
+    def __init__(self, layers: list[TransformerLayer]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, grid: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, w = grid.shape[1:3]
+        tokens = rearrange(grid, "b h w c -> b (h w) c")
+        if cls is not None:
+            tokens = torch.cat([cls[:, None], tokens], dim=1)
+        for layer in self.layers:
+            tokens = layer(tokens)
+        if cls is not None:
+            cls, tokens = tokens[:, 0], tokens[:, 1:]
+        return rearrange(tokens, "b (h w) c -> b h w c", h=h, w=w), cls
+
+
+def _attention(kind: str, dim: int, heads: int, dim_head: int | None, lsh: dict, seed: int) -> nn.Module:
+    if kind == "lsh":
+        return LSHSelfAttention(dim, heads, dim_head, n_hashes=lsh["n_hashes"], n_buckets=lsh["n_buckets"],
+                                chunk_length=lsh["chunk_length"], seed=seed)
+    return MultiHeadAttention(dim, heads, dim_head)
+
+
+def image_layers(kind: str, depth: int, dim: int, heads: int, dim_head: int | None, mlp_dim: int,
+                 chunk: tuple[int, int], lsh: dict, drop_path: list[float], seed: int = 0) -> nn.Module | None:
+    """``depth`` layers of ``kind`` (a local or global kind) at width ``dim``; None for ``none``.
+
+    ``lsh`` holds ``n_hashes``, ``n_buckets``, ``chunk_length``; ``seed`` seeds the LSH rotations of the
+    first layer (the next layers take ``seed + 1``, ...); ``drop_path`` has one rate per layer.
+    """
+    if kind == "none":
+        return None
+    if kind == "vilt":
+        return GridLayers(ViLT(dim, depth, heads, mlp_dim, chunk, dim_head, drop_path))
+    if kind in CONV_KINDS:
+        return GridLayers(nn.Sequential(*(ConvLayer(dim, kind) for _ in range(depth))))
+    return FrameAttention([
+        TransformerLayer(dim, _attention(kind, dim, heads, dim_head, lsh, seed + i), mlp_dim, drop_path=drop_path[i])
+        for i in range(depth)
+    ])
