@@ -1,5 +1,6 @@
 """PyAV decoding: frames picked by timestamp, one seek, rotation, frame folders."""
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -61,6 +62,22 @@ def test_display_rotation_applied(video_factory):
     frame = decode_frames(path, [0.0])[0]
     assert frame.shape == (64, 32, 3)  # portrait after rotating 90 degrees counter-clockwise
     assert frame[:24].mean() > 200 and frame[40:].mean() < 50  # the right half is now on top
+
+
+def test_legacy_rotate_tag_applied(tmp_path):
+    # Matroska keeps the old clockwise `rotate` tag as a plain stream tag, with no display matrix.
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, 32:] = 255
+    path = tmp_path / "legacy.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.metadata["rotate"] = "90"
+        for packet in [*stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")), *stream.encode()]:
+            container.mux(packet)
+    frame = decode_frames(path, [0.0])[0]
+    assert frame.shape == (64, 32, 3)
+    assert frame[40:].mean() > 200 and frame[:24].mean() < 50  # rotated clockwise: the right half is at the bottom
 
 
 def test_errors_name_the_path(tmp_path):

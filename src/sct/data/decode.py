@@ -183,7 +183,7 @@ class VideoReader:
         """Counter-clockwise display rotation: the display matrix, else the legacy ``rotate`` tag (clockwise)."""
         if frame.rotation:
             return int(frame.rotation)
-        tag = self._stream.metadata.get("rotate")
+        tag = next((v for k, v in self._stream.metadata.items() if k.lower() == "rotate"), None)
         try:
             return -int(float(tag)) if tag else 0
         except ValueError:
