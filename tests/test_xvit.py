@@ -10,7 +10,7 @@ from sct.analysis.flops import count_macs
 from sct.errors import ConfigError
 from sct.models.attention.divided import DividedSpaceTimeAttention
 from sct.models.attention.mixing import SpaceTimeMixingAttention, mix_frames
-from sct.models.temporal_heads import TemporalAttentionAggregation
+from sct.models.heads import TemporalAttentionAggregation
 from sct.models.temporal_shift import TemporalShift, temporal_shift
 
 TINY = dict(img_size=32, patch_size=8, dim=32, depth=2, heads=4, mlp_ratio=2.0)

@@ -1,8 +1,10 @@
-"""ViT video models: a frame-wise ViT encoder plus a clip head (X-ViT, TSM-ViT, TimeSformer, ViT frames).
+"""ViT video models: a frame-wise ViT encoder plus a clip head.
 
-One class, ``VideoViT``; the variants are config values (``temporal``: how frames interact inside
-the encoder, ``head``: how the per-frame CLS features become clip logits). ``xvit.py`` registers X-ViT
-and TSM-ViT; this module registers TimeSformer and the plain per-frame ViT.
+- ``VideoViT``: the variants are config values (``temporal``: how frames interact inside the encoder,
+  ``head``: how the per-frame CLS features become clip logits). ``xvit.py`` registers X-ViT and TSM-ViT;
+  this module registers TimeSformer and the plain per-frame ViT.
+- ``ViTSCT``: the baseline of SCT's Tables 1 and 4, SCT with its ViLT/LSH frame encoder replaced by a
+  ViT (patch 16/12/8, B or L): ViT frame encoder -> shifted MSA -> SCT's clip encoder.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import torch
 from torch import nn
 
 from sct.errors import ConfigError
+from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
+from sct.models.attention.shifted import temporal_attention
+from sct.models.blocks import TransformerLayer
+from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
 from sct.models.registry import register
-from sct.models.temporal_heads import TemporalAttentionAggregation, TemporalAveragePooling
 from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
 
 HEADS = ("temporal_attention", "summary_token", "average")
@@ -86,5 +91,86 @@ class VideoViT(nn.Module):
         return self.head(self.forward_features(x))
 
 
+@dataclass
+class ViTSCTConfig:
+    """SCT Tables 1/4: ViT-B (or L) frames -> ``temporal_depth`` shifted-MSA layers -> clip encoder.
+
+    Everything after the frame encoder is SCT's (Table 3: shifted MSA with 8 heads of 64, clip encoder
+    D' = 192, MLP 768, 4 layers, 8 heads; Eq. 7's shifted layer has no attention residual unless
+    ``temporal_residual``).
+    """
+
+    num_classes: int = 400
+    num_frames: int = 24
+    img_size: int = 224
+    patch_size: int = 16
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    temporal_kind: str = "shifted"
+    temporal_depth: int = 1
+    temporal_heads: int = 8
+    temporal_dim_head: int | None = 64
+    shift_frames: int = 1
+    temporal_residual: bool = False
+    clip_dim: int = 192
+    clip_mlp_dim: int = 768
+    clip_depth: int = 4
+    clip_heads: int = 8
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.temporal_kind not in SCT_TEMPORAL_KINDS:
+            raise ConfigError(f"model option temporal_kind must be one of {SCT_TEMPORAL_KINDS}, "
+                              f"got {self.temporal_kind!r}")
+        if self.dim % self.heads:
+            raise ConfigError(f"model option dim={self.dim} is not divisible by heads={self.heads}")
+        if not 0 <= self.shift_frames < self.num_frames:
+            raise ConfigError(f"model option shift_frames={self.shift_frames} must be in [0, num_frames)")
+
+
+class ViTSCT(nn.Module):
+    """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
+
+    def __init__(self, config: ViTSCTConfig):
+        super().__init__()
+        self.config = c = config
+        self.encoder = ViTEncoder(
+            img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
+            heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal="space",
+            attn_drop_rate=c.attn_drop_rate, drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps,
+        )
+        kind = "space" if c.shift_frames == 0 and c.temporal_kind == "shifted" else c.temporal_kind
+        self.temporal = nn.ModuleList(
+            TransformerLayer(c.dim, temporal_attention(kind, c.dim, c.temporal_heads, c.temporal_dim_head,
+                                                       c.shift_frames),
+                             int(c.dim * c.mlp_ratio), drop_path=c.drop_path_rate, norm_eps=c.norm_eps,
+                             residual=c.temporal_residual)
+            for _ in range(c.temporal_depth)
+        )
+        self.clip_encoder = ClipEncoder(c.dim, c.clip_dim, c.clip_depth, c.clip_heads, c.clip_mlp_dim,
+                                        c.num_frames, c.num_classes, drop_rate=c.drop_rate)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features after the shifted MSA ``(B, T, C)``."""
+        tokens = self.encoder(x)
+        for layer in self.temporal:
+            tokens = layer(tokens)
+        return tokens[:, :, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
+        return self.clip_encoder(self.forward_features(x))
+
+
 register("timesformer_b16", VideoViT, VideoViTConfig(temporal="divided", head="average", drop_rate=0.0))
 register("vit_b16_frames", VideoViT, VideoViTConfig(temporal="space", head="average"))
+register("vit_b16_sct", ViTSCT, ViTSCTConfig(patch_size=16))
+register("vit_b12_sct", ViTSCT, ViTSCTConfig(patch_size=12))
+register("vit_b8_sct", ViTSCT, ViTSCTConfig(patch_size=8))
+register("vit_l16_sct", ViTSCT, ViTSCTConfig(patch_size=16, dim=1024, depth=24, heads=16))

@@ -1,0 +1,143 @@
+"""Model zoo: params and GFLOPs (MACs) of the ViT-family models at their papers' inputs, next to the
+papers' figures, and batch-1 forward latency on this machine.
+
+Writes the ``models`` section of docs/benchmarks.md. Run: ``python benchmarks/model_zoo.py``
+(``--quick`` prints a tiny-model smoke run and writes nothing; ``--no-latency`` only counts).
+
+- Params and MACs are counted on the meta device (no memory, no compute) with
+  ``sct.analysis.flops`` (FlopCounterMode; 1 MAC = the papers' "FLOP"). The "w/o attn matmuls" column
+  leaves out the ``QK^T`` and ``AV`` products: SCT's Table 4 figures match that convention.
+- Latency: CPU, fp32, batch 1, ``torch.inference_mode``, best of ``--repeats`` after one warm-up.
+  The CPU is shared with other jobs, so the numbers are noisy; the matmul GFLOP/s of the same run is
+  printed for scale. Models whose paper clip is longer than ``--latency-frames`` are timed at that
+  many frames and scaled linearly to the paper's length (marked ``~``): their cost is per frame
+  except the small clip heads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import sct
+from sct.analysis.flops import _custom_mapping, count_params
+from sct.analysis.hardware import describe_machine, matmul_gflops
+from sct.analysis.report import markdown_table, update_doc_section
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+ATTENTION_OPS = ("bmm", "scaled_dot_product")
+
+
+@dataclass
+class Entry:
+    name: str
+    frames: int
+    size: int
+    paper: str  # which paper row
+    paper_params: str = "-"
+    paper_gflops: str = "-"  # per view
+    paper_top1: str = "-"
+    time_it: bool = True
+
+
+ENTRIES = [
+    Entry("vit_b16_frames", 8, 224, "ViT-B/16 per frame + average (reference)"),
+    Entry("xvit_b16", 8, 224, "X-ViT B/16, 8 frames (spec: 425 GFLOPs for 1x3 views)", "-", "141.7", "78.5 K400"),
+    Entry("xvit_b16", 16, 224, "X-ViT B/16, 16 frames", "-", "-", "80.2 K400"),
+    Entry("tsm_vit_b16", 8, 224, "TSM-ViT, average head (X-ViT suppl. Table 2)", "-", "-", "60.8 SSv2"),
+    Entry("timesformer_b16", 8, 224, "TimeSformer 8x224 (TimeSformer paper: 0.59 TFLOPs / 3 views)", "121.4",
+          "196.7", "78.0 K400"),
+    Entry("timesformer_b16", 96, 224, "TimeSformer-L 96x224 (SCT Table 6: 2.38 TFLOPs x 1 x 3)", "121",
+          "2380", "80.7 K400", time_it=False),
+    Entry("vit_b16_sct", 24, 224, "SCT Table 4: ViT-B-16, patch 16", "114.25", "405.06", "75.33 K400"),
+    Entry("vit_b12_sct", 24, 224, "SCT Table 4: ViT-B-16, patch 12", "114.25", "665.78", "77.12 K400"),
+    Entry("vit_b8_sct", 24, 224, "SCT Table 4: ViT-B-16, patch 8", "114.25", "1603.67", "78.95 K400"),
+    Entry("vit_l16_sct", 24, 224, "SCT Table 4: ViT-L-16, patch 16", "328.63", "1413.45", "79.15 K400"),
+]
+
+
+def count(name: str, frames: int, size: int, **overrides) -> tuple[int, int, int]:
+    """(params, MACs, MACs without the attention matmuls) of one clip, counted on the meta device."""
+    with torch.device("meta"):
+        model = sct.create_model(name, num_frames=frames, img_size=size, **overrides).eval()
+        x = torch.empty(1, 3, frames, size, size)
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    with counter, torch.no_grad():
+        model(x)
+    per_op = counter.get_flop_counts()["Global"]
+    attention = sum(v for op, v in per_op.items() if any(a in str(op) for a in ATTENTION_OPS))
+    total = counter.get_total_flops()
+    return count_params(model), total // 2, (total - attention) // 2
+
+
+def latency(name: str, frames: int, size: int, repeats: int, **overrides) -> float:
+    """Best-of-``repeats`` seconds of one batch-1 forward on the CPU."""
+    torch.manual_seed(0)
+    model = sct.create_model(name, num_frames=frames, img_size=size, **overrides).eval()
+    x = torch.randn(1, 3, frames, size, size)
+    best = float("inf")
+    with torch.inference_mode():
+        model(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latency-frames", type=int, default=8, help="time longer clips at this length, scaled")
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny models, print only")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    args = parser.parse_args()
+
+    tiny = dict(patch_size=8, dim=64, depth=2, heads=4) if args.quick else {}
+    entries = [Entry(e.name, min(e.frames, 8), 32, e.paper, time_it=e.time_it) for e in ENTRIES] \
+        if args.quick else ENTRIES
+    peak = matmul_gflops(torch.float32, n=1024 if args.quick else 2048)
+    rows = []
+    for e in entries:
+        params, macs, macs_linear = count(e.name, e.frames, e.size, **tiny)
+        timed = "-"
+        if e.time_it and not args.no_latency:
+            frames = min(e.frames, args.latency_frames)
+            seconds = latency(e.name, frames, e.size, args.repeats, **tiny) * e.frames / frames
+            timed = f"{seconds:.2f}" if frames == e.frames else f"~{seconds:.2f} ({frames} fr x {e.frames / frames:g})"
+        rows.append([f"`{e.name}`", f"{e.frames}x{e.size}x{e.size}", f"{params / 1e6:.2f}", e.paper_params,
+                     f"{macs / 1e9:.1f}", f"{macs_linear / 1e9:.1f}", e.paper_gflops, e.paper_top1, timed, e.paper])
+        print(" | ".join(str(c) for c in rows[-1]), flush=True)
+    table = markdown_table(
+        ["model", "input", "params (M)", "paper params (M)", "GMACs", "GMACs w/o attn matmuls",
+         "paper GFLOPs / view", "paper top-1", "CPU latency b=1 (s)", "paper row"], rows)
+    text = "\n\n".join([
+        f"Measured by `python benchmarks/model_zoo.py` on: {describe_machine()}; fp32 matmul peak in the same "
+        f"run: {peak:.0f} GFLOP/s. One view (one clip), batch 1. GMACs = the papers' \"GFLOPs\".",
+        table,
+        "Notes. (1) SCT's Table 4 GFLOPs equal our count without the attention matmuls (`QK^T`, `AV`), "
+        "i.e. that paper's counter skipped them. (2) Our `vit_*_sct` baselines are SCT with the frame "
+        "encoder replaced by a ViT and everything else as in SCT-S (one shifted MSA layer with 8x64 heads, "
+        "clip encoder D'=192, 4 layers); they have ~94M / ~316M parameters where Table 4 reports 114.25M / "
+        "328.63M (the same for every patch size): the paper does not say what the remaining ~20M are. "
+        "(3) SCT Table 6's TimeSformer row (2.38 TFLOPs, 80.7%) is TimeSformer-L (96 frames), shown against "
+        "`timesformer_b16` at 96 frames; the 8-frame figures (121.4M, 0.59 TFLOPs for 3 views, 78.0%) are "
+        "from the TimeSformer paper itself, not from `shared/papers`. (4) X-ViT's 16-frame GFLOPs and the "
+        "X-ViT / TSM-ViT parameter counts are not in the shared papers.",
+    ])
+    if args.quick:
+        print(text)
+        return 0
+    update_doc_section(args.doc, "models", text, title="Models: params, GFLOPs, latency")
+    print(f"wrote the 'models' section of {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
