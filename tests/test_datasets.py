@@ -127,3 +127,15 @@ def test_default_scale_ranges():
     cfg = DataConfig()
     assert cfg.short_side_range() == (256, 320) and cfg.test_side() == 224
     assert DataConfig(crop_size=64).short_side_range() == (73, 91)
+
+
+def test_spatial_crops_of_a_view_share_one_decode(dataset_dir, monkeypatch):
+    import sct.data.datasets as datasets
+
+    opened = []
+    real_open = datasets.open_video
+    monkeypatch.setattr(datasets, "open_video", lambda path, *a: opened.append(path) or real_open(path, *a))
+    ds = build_dataset(_cfg(dataset_dir, num_temporal_views=2, num_spatial_crops=3), "test")
+    for i in range(6):  # video 0: 2 temporal views x 3 crops
+        assert ds[i]["ok"]
+    assert len(opened) == 2

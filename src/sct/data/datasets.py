@@ -214,6 +214,7 @@ class VideoDataset(Dataset):
         self.sampler = cfg.sampler()
         self.epoch = 0
         self._known_bad: dict[str, str] = {}
+        self._last_clip: tuple[tuple[int, int] | None, torch.Tensor | None] = (None, None)
 
     @property
     def num_videos(self) -> int:
@@ -246,12 +247,12 @@ class VideoDataset(Dataset):
         for attempt in range(self.cfg.max_replacements + 1):
             rng, gen = self._generators(i, attempt)
             try:
-                video = self._load(index, lambda info, rng=rng: self.sampler.train_times(info.duration, info.fps, rng),
-                                   lambda h, w, gen=gen: self._train_box(h, w, gen))
+                frames = self._decode(index, lambda info, r=rng: self.sampler.train_times(info.duration, info.fps, r))
             except VideoDecodeError as err:
                 bad.append((self.paths[index], self._remember(index, err)))
                 index = int(rng.integers(self.num_videos))
                 continue
+            video = self._crop(frames, self._train_box(frames.shape[1], frames.shape[2], gen))
             if self.cfg.flip and bool(torch.rand((), generator=gen) < 0.5):
                 video = T.hflip(video)
             return self._item(video, index, 0, True, bad)
@@ -262,12 +263,21 @@ class VideoDataset(Dataset):
         temporal, spatial = divmod(view, self.cfg.num_spatial_crops)
         cfg = self.cfg
         try:
-            video = self._load(
-                index, lambda info: self.sampler.view_times(info.duration, info.fps, temporal, cfg.num_temporal_views),
-                lambda h, w: T.test_boxes(h, w, cfg.crop_size, cfg.test_side(), cfg.num_spatial_crops)[spatial])
+            frames = self._test_clip(index, temporal)
         except VideoDecodeError as err:
             return self._item(self._zeros(), index, view, False, [(self.paths[index], self._remember(index, err))])
-        return self._item(video, index, view, True, [])
+        height, width = frames.shape[1:3]
+        box = T.test_boxes(height, width, cfg.crop_size, cfg.test_side(), cfg.num_spatial_crops)[spatial]
+        return self._item(self._crop(frames, box), index, view, True, [])
+
+    def _test_clip(self, index: int, temporal: int) -> torch.Tensor:
+        """Decoded clip of a temporal view; the spatial crops of one view (consecutive items) share it."""
+        key = (index, temporal)
+        if self._last_clip[0] != key:
+            views = self.cfg.num_temporal_views
+            frames = self._decode(index, lambda info: self.sampler.view_times(info.duration, info.fps, temporal, views))
+            self._last_clip = (key, frames)
+        return self._last_clip[1]
 
     def _train_box(self, height: int, width: int, gen: torch.Generator) -> T.Box:
         cfg = self.cfg
@@ -284,14 +294,16 @@ class VideoDataset(Dataset):
         rel = Path(path).relative_to(root) if Path(path).is_relative_to(root) else Path(Path(path).name)
         return str(_under(root, self.cfg.frames_dir) / rel.with_suffix(""))
 
-    def _load(self, index: int, times_of, box_of) -> torch.Tensor:
-        """Decode, crop, resize, normalise video ``index`` -> ``(3, T, crop, crop)``."""
+    def _decode(self, index: int, times_of) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` frames of video ``index`` at ``times_of(info)`` seconds."""
         path = self.paths[index]
         if path in self._known_bad:
             raise VideoDecodeError(f"{path}: {self._known_bad[path]}")
         with open_video(self._source(index), self.cfg.frames_fps, self.cfg.decode_threads) as reader:
-            frames = torch.from_numpy(reader.read(times_of(reader.info)))
-        box = box_of(frames.shape[1], frames.shape[2])
+            return torch.from_numpy(reader.read(times_of(reader.info)))
+
+    def _crop(self, frames: torch.Tensor, box: T.Box) -> torch.Tensor:
+        """uint8 ``(T, H, W, 3)`` -> normalised ``(3, T, crop, crop)`` of ``box``."""
         clip = T.crop_resize(frames, box, self.cfg.crop_size)
         return T.normalize(clip, self.cfg.mean, self.cfg.std)
 

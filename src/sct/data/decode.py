@@ -136,10 +136,13 @@ class VideoReader:
         wanted, inverse = np.unique(times, return_inverse=True)
         try:
             frames = self._decode_at(wanted)
+            rotation = self._rotation(frames[0])
+            images = {id(f): _rotate(f.to_ndarray(format="rgb24"), rotation) for f in frames}
         except av.error.FFmpegError as err:
             raise VideoDecodeError(f"{self.path}: corrupt video data ({err})") from err
-        rotation = self._rotation(frames[0])
-        images = {id(f): _rotate(f.to_ndarray(format="rgb24"), rotation) for f in frames}
+        shapes = {image.shape for image in images.values()}
+        if len(shapes) > 1:
+            raise VideoDecodeError(f"{self.path}: frame size changes within the clip {sorted(shapes)}")
         return np.stack([images[id(frames[i])] for i in inverse])
 
     def _decode_at(self, wanted: np.ndarray) -> list[av.VideoFrame]:
