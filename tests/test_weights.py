@@ -303,3 +303,48 @@ def test_create_model_pretrained_with_own_safetensors_round_trip(tmp_path):
         assert torch.equal(again(clip()), model(clip()))
     with pytest.raises(CheckpointError, match="does not fit"):
         video_model(head="average", pretrained=str(path))
+
+
+FB_NAMES = [  # Hugging Face TimeSformer names -> facebookresearch/TimeSformer names
+    (r"^timesformer\.embeddings\.cls_token$", "model.cls_token"),
+    (r"^timesformer\.embeddings\.position_embeddings$", "model.pos_embed"),
+    (r"^timesformer\.embeddings\.time_embeddings$", "model.time_embed"),
+    (r"^timesformer\.embeddings\.patch_embeddings\.projection\.", "model.patch_embed.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_layernorm\.", r"model.blocks.\1.temporal_norm1."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.attention\.", r"model.blocks.\1.temporal_attn."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.output\.dense\.",
+     r"model.blocks.\1.temporal_attn.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_dense\.", r"model.blocks.\1.temporal_fc."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_before\.", r"model.blocks.\1.norm1."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.attention\.", r"model.blocks.\1.attn."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"model.blocks.\1.attn.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_after\.", r"model.blocks.\1.norm2."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"model.blocks.\1.mlp.fc1."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.output\.dense\.", r"model.blocks.\1.mlp.fc2."),
+    (r"^timesformer\.layernorm\.", "model.norm."),
+    (r"^classifier\.", "model.head."),
+]
+
+
+def test_original_timesformer_names_with_longer_time_embedding(tmp_path):
+    hf = hf_timesformer()
+    state = rename(hf.state_dict(), FB_NAMES)
+    assert "model.blocks.0.temporal_attn.qkv.weight" in state and "model.time_embed" in state
+    path = tmp_path / "TimeSformer_divST_8x32_224_K400.pth"
+    torch.save({"model": state}, path)
+    model = video_model("timesformer_b16", frames=4, pretrained=str(path))
+    x = clip(frames=4)
+    with torch.no_grad():
+        assert torch.allclose(model(x), hf(pixel_values=x.transpose(1, 2)).logits, atol=1e-4)
+    longer = video_model("timesformer_b16", frames=8)
+    report = sct.models.weights.load_timesformer_weights(longer, path)
+    assert report.missing == [] and any("4 -> 8 frames" in n for n in report.notes)
+
+
+def test_public_xvit_temporal_embedding_name(tmp_path):
+    state = timm_state(hf_vit())
+    state["temp_embed"] = torch.randn(1, 3, 1, DIM)
+    path = save_weights(state, tmp_path / "xvit.safetensors")
+    model = video_model()
+    report = load_image_weights(model, path)
+    assert torch.equal(model.encoder.temporal_embed, state["temp_embed"]) and report.new == []

@@ -49,6 +49,7 @@ class VideoViTConfig:
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        _check_common(self)
         if self.temporal not in TEMPORAL_KINDS:
             raise ConfigError(f"model option temporal must be one of {TEMPORAL_KINDS}, got {self.temporal!r}")
         if self.head not in HEADS:
@@ -58,6 +59,19 @@ class VideoViTConfig:
                               f"got temporal={self.temporal!r}")
         if self.dim % self.heads:
             raise ConfigError(f"model option dim={self.dim} is not divisible by heads={self.heads}")
+
+
+def _check_common(config: VideoViTConfig | ViTSCTConfig) -> None:
+    """Sizes and rates shared by the ViT video configs; ``ConfigError`` names the option."""
+    for name in ("num_classes", "num_frames", "img_size", "patch_size", "dim", "depth", "heads"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model option {name} must be a positive integer, got {value!r}")
+    for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ConfigError(f"model option {name} must be in [0, 1), got {getattr(config, name)!r}")
+    if config.mlp_ratio <= 0:
+        raise ConfigError(f"model option mlp_ratio must be > 0, got {config.mlp_ratio!r}")
 
 
 class VideoViT(nn.Module):
@@ -86,9 +100,13 @@ class VideoViT(nn.Module):
         """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features ``(B, T, C)`` (after the final LayerNorm)."""
         return self.encoder(x)[:, :, 0]
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)``."""
+        return self.head(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 @dataclass
@@ -125,6 +143,7 @@ class ViTSCTConfig:
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        _check_common(self)
         if self.temporal_kind not in SCT_TEMPORAL_KINDS:
             raise ConfigError(f"model option temporal_kind must be one of {SCT_TEMPORAL_KINDS}, "
                               f"got {self.temporal_kind!r}")
@@ -163,9 +182,13 @@ class ViTSCT(nn.Module):
             tokens = layer(tokens)
         return tokens[:, :, 0]
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)`` (SCT's clip encoder)."""
+        return self.clip_encoder(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
-        return self.clip_encoder(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 register("timesformer_b16", VideoViT, VideoViTConfig(temporal="divided", head="average", drop_rate=0.0))

@@ -244,6 +244,8 @@ def _timm_to_encoder(timm: StateDict, encoder: ViTEncoder, report: LoadReport) -
     target = encoder.state_dict()
     out: StateDict = {}
     for key, value in timm.items():
+        if key == "temp_embed" and value.shape == target["temporal_embed"].shape:
+            key = "temporal_embed"  # the public X-ViT code's name (video-transformers)
         if key == "pos_embed":
             grid = int(round((target[key].shape[1] - 1) ** 0.5))
             if value.shape != target[key].shape:
