@@ -182,7 +182,7 @@ def _main_sprite(rng: np.random.Generator, pair: MotionPair, size: int, backgrou
     if pair.motion == "translate":
         distance = rng.uniform(0.35, 0.55) * size
         norm = math.hypot(*pair.direction)
-        dx, dy = (distance * d / norm for d in pair.direction)
+        dx, dy = (float(distance * d / norm) for d in pair.direction)
     elif pair.motion == "scale":
         small = rng.uniform(0.08, 0.11) * size
         radii = (float(small), float(min(small * rng.uniform(2.2, 2.8), 0.3 * size)))
@@ -196,12 +196,19 @@ def _main_sprite(rng: np.random.Generator, pair: MotionPair, size: int, backgrou
 
 
 def _distractor(rng: np.random.Generator, size: int, background_lum: float) -> Sprite:
-    """A smaller object drifting between two random points: its motion is the same forwards and backwards."""
+    """A smaller object drifting a short way in a uniformly random direction.
+
+    A uniform direction and a start uniform over the positions that keep the path inside the frame make
+    the drift's distribution the same forwards and backwards, so it tells nothing about the class.
+    """
     shape = list(SHAPES)[rng.integers(len(SHAPES))]
-    radius = float(rng.uniform(0.06, 0.1) * size)
-    start, end = ((_position(rng, radius, size), _position(rng, radius, size)) for _ in range(2))
+    radius = float(rng.uniform(0.05, 0.08) * size)
+    heading, travel = rng.uniform(0, 2 * np.pi), rng.uniform(0.05, 0.2) * size
+    dx, dy = float(travel * np.cos(heading)), float(travel * np.sin(heading))
+    x0, y0 = _position(rng, radius, size, dx), _position(rng, radius, size, dy)
     angle = float(rng.uniform(0, 2 * np.pi))
-    return Sprite(shape, _contrasting_colour(rng, background_lum, 0.2), (start, end), (radius, radius), (angle, angle))
+    return Sprite(shape, _contrasting_colour(rng, background_lum, 0.2), ((x0, y0), (x0 + dx, y0 + dy)),
+                  (radius, radius), (angle, angle))
 
 
 def sample_clip(class_name: str, rng: np.random.Generator, *, num_frames: int = 16, size: int = 64,
