@@ -192,9 +192,9 @@ def frame_weights(clip_attns: list[torch.Tensor], residual: float = RESIDUAL) ->
 def heatmaps(relevance: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Upsample per-frame relevance ``(T, h, w)`` to ``(T, H, W)`` in [0, 1], normalised over the clip.
 
-    One maximum for the whole clip, so frames the model ignores stay dark.
+    One minimum and one maximum for the whole clip (not per frame), so frames the model ignores stay
+    dark and near-uniform relevance does not saturate every pixel.
     """
     maps = F.interpolate(relevance.to(torch.float64)[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    maps = maps.clamp_min(0)
-    peak = maps.max()
-    return maps / peak if peak > 0 else maps
+    low, span = maps.min(), maps.max() - maps.min()
+    return (maps - low) / span if span > 0 else torch.zeros_like(maps)
