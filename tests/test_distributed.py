@@ -1,0 +1,78 @@
+"""Deterministic sharding, and 2 processes under torchrun (gloo, CPU) against 1 process."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from engine_support import ROOT, VENV_BIN, run_overrides, sct_command, subprocess_env, synthetic_set
+from sct.engine.distributed import TrainBatchSampler, accumulation_steps, epoch_order, shard_indices
+from sct.engine.metrics import read_metrics
+from sct.errors import ConfigError
+
+
+def test_each_step_uses_the_same_samples_whatever_the_number_of_processes():
+    single = list(TrainBatchSampler(22, batch_size=8, accum_steps=2, seed=1, epoch=3))
+    ranks = [list(TrainBatchSampler(22, 8, 1, seed=1, epoch=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(single) == 4 and all(len(b) == 4 for b in single), "22 items -> 2 full steps of 8, 2 micro-batches"
+    for step in range(2):
+        assert sorted(single[2 * step] + single[2 * step + 1]) == sorted(ranks[0][step] + ranks[1][step])
+    order = epoch_order(22, seed=1, epoch=3).tolist()
+    assert single[0] + single[1] == order[:8]
+    assert epoch_order(22, 1, 4).tolist() != order, "each epoch has its own order"
+
+
+def test_sampler_resumes_mid_epoch_where_it_stopped():
+    full = list(TrainBatchSampler(40, 4, 1, seed=0, epoch=2))
+    assert list(TrainBatchSampler(40, 4, 1, seed=0, epoch=2, start_step=7)) == full[7:]
+
+
+def test_evaluation_shards_cover_every_item_once():
+    shards = [shard_indices(11, r, 3) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(11))
+    assert [len(s) for s in shards] == [4, 4, 3]
+
+
+def test_uneven_batches_are_config_errors():
+    assert accumulation_steps(32, 4, 2) == 4
+    with pytest.raises(ConfigError, match="train.batch_size=30"):
+        accumulation_steps(30, None, 4)
+    with pytest.raises(ConfigError, match="train.micro_batch_size=5"):
+        accumulation_steps(32, 5, 2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synthetic_set(tmp_path_factory.getbasetemp())
+
+
+def _torchrun(*args):
+    return [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "sct", *args]
+
+
+def _run(command):
+    done = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_two_processes_follow_the_single_process_trajectory_and_evaluate_without_duplicates(data, tmp_path):
+    settings = ("train.epochs=1", "optim.lr=0.05", "train.val_views=1x3")
+    _run(sct_command("train", *run_overrides(data, tmp_path / "one", *settings)))
+    _run(_torchrun("train", *run_overrides(data, tmp_path / "two", *settings)))
+    one, two = (read_metrics(tmp_path / name / "metrics.jsonl") for name in ("one", "two"))
+    for kind, key in (("step", "loss"), ("epoch", "val_top1")):
+        expected = [r[key] for r in one if r["type"] == kind]
+        got = [r[key] for r in two if r["type"] == kind]
+        assert len(got) == len(expected) > 0
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+    checkpoint = tmp_path / "two" / "model.safetensors"
+    _run(sct_command("eval", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "eval1")))
+    _run(_torchrun("eval", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "eval2")))
+    single, multi = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("eval1", "eval2"))
+    assert multi["num_videos"] == single["num_videos"] == 3
+    assert multi["num_clips"] == single["num_clips"] == 3 * 6, "every clip counted exactly once"
+    for key in ("top1", "top5", "clip_top1"):
+        assert multi[key] == pytest.approx(single[key])
