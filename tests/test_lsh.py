@@ -89,7 +89,8 @@ def test_bucket_of_negation_and_scaling():
 def test_sort_then_unsort_is_identity_and_stable():
     g = torch.Generator().manual_seed(0)
     buckets = torch.randint(0, 4, (2, 3, 2, 50), generator=g)
-    sorted_pos, undo = sort_by_bucket(buckets)
+    sorted_pos = sort_by_bucket(buckets)
+    undo = sorted_pos.argsort(dim=-1)
     positions = torch.arange(50).expand_as(buckets)
     assert torch.equal(positions.gather(-1, sorted_pos).gather(-1, undo), positions)
     sorted_buckets = buckets.gather(-1, sorted_pos)
@@ -262,3 +263,41 @@ def test_bfloat16_close_to_float32():
 def test_odd_bucket_count_is_rejected():
     with pytest.raises(ConfigError, match="n_buckets"):
         LSHSelfAttention(32, heads=2, n_buckets=7)
+
+
+@pytest.mark.parametrize("block_slots", [32, 96])
+def test_blocking_does_not_change_output_or_gradients(monkeypatch, block_slots):
+    """Small blocks split rounds into several blocks (some with windows inside one round, some crossing)."""
+    from sct.models.attention import lsh
+
+    qk, v = rand_qkv(seq=200, d=8)
+    mask = torch.zeros(2, 200, dtype=torch.bool)
+    mask[1, 150:] = True
+    kwargs = dict(n_hashes=3, n_buckets=8, chunk_length=16, chunks_before=1, chunks_after=1,
+                  rotations=random_rotations(3, 8, 3, 8), key_padding_mask=mask)
+
+    def run():
+        a, b = qk.clone().requires_grad_(), v.clone().requires_grad_()
+        out = lsh_attention(a, b, **kwargs)
+        out.sin().sum().backward()
+        return out.detach(), a.grad, b.grad
+
+    reference = run()
+    monkeypatch.setattr(lsh, "BLOCK_SLOTS", block_slots)
+    for got, want in zip(run(), reference, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_gradcheck_several_rounds_with_padding():
+    """Analytic gradients of the recomputing backward pass match finite differences (fixed buckets)."""
+    g = torch.Generator().manual_seed(0)
+    qk = torch.randn(1, 2, 40, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 2, 40, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    buckets = offset_buckets(torch.randint(0, 4, (1, 2, 2, 40), generator=g), 4)
+    mask = torch.zeros(1, 40, dtype=torch.bool)
+    mask[0, 33:] = True
+
+    def fn(a, b):
+        return lsh_attention(a, b, n_hashes=2, n_buckets=4, chunk_length=8, buckets=buckets, key_padding_mask=mask)
+
+    assert torch.autograd.gradcheck(fn, (qk, v), fast_mode=True)

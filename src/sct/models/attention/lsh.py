@@ -4,93 +4,272 @@ Shared query/key ``x``, angular LSH with random rotations, ``n_hashes`` rounds, 
 (round, bucket, position), chunks of ``chunk_length`` that also see ``chunks_before`` previous and
 ``chunks_after`` following chunks (circularly), a self mask, and the rounds combined through their
 log-sum-exp. See ``specs/lsh-attention.md``.
+
+The sorted sequence is processed in blocks of whole chunks within one round. Each block gathers its
+queries and its look-around keys straight from the unsorted tensors, attends, and merges its output
+into the result with an online log-sum-exp over rounds, so memory stays ``O(L)`` plus one block.
+The backward pass recomputes each block (as flash attention does) instead of keeping the weights.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from sct.errors import ConfigError
+from sct.models.attention.lsh_hashing import default_n_buckets, hash_vectors, random_rotations, sort_by_bucket
 
-# (padding key, self) logit replacements, as Hugging Face's Reformer uses them.
-MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
-LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
+__all__ = ["LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
+           "sort_by_bucket"]
 
-
-def default_n_buckets(seq_len: int, chunk_length: int) -> int:
-    """Hugging Face's choice: the power of two at or below ``2 * seq_len / chunk_length`` (at least 2)."""
-    return max(2, 2 ** ((2 * (seq_len // chunk_length)).bit_length() - 1))
-
-
-def random_rotations(heads: int, dim_head: int, n_hashes: int, n_buckets: int,
-                     generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Gaussian rotations ``(H, d_h, n_hashes, n_buckets // 2)`` drawn on the generator's device, then moved."""
-    if n_buckets % 2:
-        raise ConfigError(f"LSH attention: n_buckets must be even, got {n_buckets}")
-    gen_device = generator.device if generator is not None else device
-    rot = torch.randn(heads, dim_head, n_hashes, n_buckets // 2, generator=generator, device=gen_device, dtype=dtype)
-    return rot.to(device)
+# Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
+_MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
+_LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
+# Query slots per block: large enough to amortise Python overhead, small enough to stay in cache.
+BLOCK_SLOTS = 4096
 
 
-def hash_vectors(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Angular LSH buckets ``(B, H, n_hashes, L)`` in ``[0, n_buckets)`` of ``x`` ``(B, H, L, d_h)``.
+@dataclass(frozen=True)
+class _Layout:
+    """How each (batch, head) row's sorted sequence of ``n_hashes * padded_len`` slots is cut up."""
 
-    Bucket = argmax over ``[x R, -x R]`` per round; ``x`` is detached (no gradient through hashing).
-    """
-    rotated = torch.einsum("bhld,hdrk->bhrlk", x.detach(), rotations.to(x.dtype))
-    return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)
+    seq_len: int
+    padded_len: int
+    n_hashes: int
+    chunk: int
+    before: int
+    after: int
 
+    @property
+    def window(self) -> int:
+        return (1 + self.before + self.after) * self.chunk
 
-def sort_by_bucket(buckets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stable per-round sort of ``buckets`` ``(B, H, R, L)``: ``(sorted_pos, undo)``, both ``(B, H, R, L)``.
+    def window_leaves_round(self, first: int, count: int) -> bool:
+        """Whether some window of the chunks in slots ``[first, first + count)`` reaches into another round
+        (or wraps onto its own round), where a query may meet its own position again."""
+        start = first % self.padded_len
+        return start < self.before * self.chunk or start + count + self.after * self.chunk > self.padded_len
 
-    ``sorted_pos[..., r, s]`` is the position at sorted slot ``s`` of round ``r`` (positions ascend within a
-    bucket); ``undo`` is the inverse permutation. Rounds never mix, so sorting each round on its own
-    gives the same order as one sort by (round, bucket, position).
-    """
-    sorted_pos = torch.sort(buckets, dim=-1, stable=True).indices
-    slots = torch.arange(buckets.shape[-1], device=buckets.device).expand_as(sorted_pos)
-    undo = torch.empty_like(sorted_pos).scatter_(-1, sorted_pos, slots)
-    return sorted_pos, undo
+    def own_chunk_diagonal(self, device) -> torch.Tensor:
+        """``(c, W)`` bool: query ``i`` of a chunk against slot ``i`` of its own chunk in the window."""
+        eye = torch.eye(self.chunk, dtype=torch.bool, device=device)
+        return F.pad(eye, (self.before * self.chunk, self.after * self.chunk))
 
+    def row_groups(self, n_rows: int) -> list[slice]:
+        step = max(1, BLOCK_SLOTS // self.padded_len)
+        return [slice(start, start + step) for start in range(0, n_rows, step)]
 
-def _look_around(t: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """Window of chunk ``n``: chunks ``n - before .. n + after`` (circular) along dim 2, joined on dim 3.
-
-    ``t``: ``(B, H, N, c, ...)`` -> ``(B, H, N, (1 + before + after) c, ...)``.
-    """
-    parts = [t.roll(-shift, dims=2) if shift else t for shift in range(-before, after + 1)]
-    return torch.cat(parts, dim=3)
+    def slot_ranges(self) -> list[tuple[int, int]]:
+        """``(first slot, n slots)`` of each block: whole chunks, never across a round boundary."""
+        step = max(1, BLOCK_SLOTS // self.chunk) * self.chunk
+        return [(r * self.padded_len + start, min(step, self.padded_len - start))
+                for r in range(self.n_hashes) for start in range(0, self.padded_len, step)]
 
 
 def _normalise_keys(x: torch.Tensor) -> torch.Tensor:
-    """Reformer's key normalisation: unit RMS, then divided by ``sqrt(d_h)``."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) / math.sqrt(x.shape[-1])
+    """Reformer's key normalisation ``x / sqrt(mean(x^2) + 1e-6) / sqrt(d_h)``, as one fused RMS norm."""
+    scale = x.new_full((x.shape[-1],), x.shape[-1] ** -0.5)
+    return F.rms_norm(x, (x.shape[-1],), weight=scale, eps=1e-6)
 
 
-def _attend_chunks(q: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor | None,
-                   before: int, after: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Attention of every chunk to its window.
+def _take(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``t[g, pos[g, s]]`` for ``t`` ``(G, L, ...)`` and ``pos`` ``(G, S)`` -> ``(G, S, ...)``.
 
-    ``q``, ``v``: ``(B, H, N, c, d)``; ``pos``: original positions ``(B, H, N, c)``; ``pad``: padding flags
-    ``(B, H, N, c)`` or None. Returns ``out`` ``(B, H, N, c, d)``, log-sum-exp ``z`` ``(B, H, N, c)`` and
-    the weights ``(B, H, N, c, W)`` over the window's ``W = (1 + before + after) c`` keys.
+    One ``index_select`` of whole rows over the flattened batch: much faster than ``gather`` with an
+    expanded index.
     """
-    pad_value, self_value = MASK_VALUES.get(q.dtype, LOW_PRECISION_MASK_VALUES)
-    k = _look_around(_normalise_keys(q), before, after)
-    logits = q @ k.transpose(-2, -1)
+    flat = pos + torch.arange(0, t.shape[0] * t.shape[1], t.shape[1], device=pos.device).unsqueeze(-1)
+    return t.flatten(0, 1).index_select(0, flat.flatten()).view(*pos.shape, *t.shape[2:])
+
+
+def _put(t: torch.Tensor, pos: torch.Tensor, values: torch.Tensor) -> None:
+    """In place ``t[g, pos[g, s]] = values[g, s]`` for a contiguous ``t`` ``(G, L, ...)``."""
+    flat = pos + torch.arange(0, t.shape[0] * t.shape[1], t.shape[1], device=pos.device).unsqueeze(-1)
+    t.view(-1, *t.shape[2:]).index_copy_(0, flat.flatten(), values.flatten(0, 1))
+
+
+def _block_logits(x: torch.Tensor, v: torch.Tensor, sorted_pos: torch.Tensor, pad: torch.Tensor | None,
+                  layout: _Layout, first: int, count: int):
+    """Masked logits of the query slots ``[first, first + count)`` against their windows.
+
+    ``x``, ``v``: ``(G, L, d)``; ``sorted_pos``: ``(G, R * Lp)`` position of each sorted slot; ``pad``:
+    ``(G, L)`` bool or None. Returns logits ``(G, n, c, W)``, values ``(G, n, W, d)``, query positions
+    ``(G, n * c)`` and key positions ``(G, n, W)`` for the block's ``n`` chunks.
+    """
+    c, before = layout.chunk, layout.before
+    slots = torch.arange(first - before * c, first + count + layout.after * c, device=x.device)
+    pos = sorted_pos[:, slots % sorted_pos.shape[1]]  # (G, S): the block's chunks and their neighbours
+    in_seq = pos.clamp(max=layout.seq_len - 1)
+    xs, vs = _take(x, in_seq), _take(v, in_seq)
+    queries = xs[:, before * c:before * c + count].unflatten(1, (count // c, c))
+    logits = queries @ _normalise_keys(xs).unfold(1, layout.window, c)
+    pad_value, self_value = _MASK_VALUES.get(x.dtype, _LOW_PRECISION_MASK_VALUES)
+    if pad is not None or layout.padded_len > layout.seq_len:
+        is_pad = pos >= layout.seq_len
+        if pad is not None:
+            is_pad |= _take(pad, in_seq)
+        logits.masked_fill_(is_pad.unfold(1, layout.window, c).unsqueeze(-2), pad_value)
+    query_pos = pos[:, before * c:before * c + count]
+    key_pos = pos.unfold(1, layout.window, c)
+    if layout.window_leaves_round(first, count):
+        is_self = query_pos.unflatten(1, (count // c, c)).unsqueeze(-1) == key_pos.unsqueeze(-2)
+    else:  # positions are distinct within a round: a query meets itself only in its own chunk, on the diagonal
+        is_self = layout.own_chunk_diagonal(x.device)
+    logits.masked_fill_(is_self, self_value)
+    return logits, vs.unfold(1, layout.window, c).transpose(-1, -2), query_pos, key_pos
+
+
+def _softmax_values(logits: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(logits) @ values`` ``(G, n, c, d)`` and the log-sum-exp ``(G, n, c)``.
+
+    Works in place on ``logits`` when no gradient is recorded. The max shift is detached: it cancels
+    in both results, so their gradients are exact without it.
+    """
+    top = logits.detach().amax(-1, keepdim=True)
+    if torch.is_grad_enabled():
+        probs = (logits - top).exp()
+    else:
+        probs = logits.sub_(top).exp_()
+    total = probs.sum(-1, keepdim=True)
+    return (probs @ values) / total, (total.log() + top).squeeze(-1)
+
+
+def _merge_round(out: torch.Tensor, lse: torch.Tensor, pos: torch.Tensor, o: torch.Tensor, z: torch.Tensor,
+                 first_round: bool) -> None:
+    """Fold one round's outputs ``o`` ``(G, S, d)`` with log-sum-exp ``z`` ``(G, S)`` at positions ``pos``
+    ``(G, S)`` (distinct within a round) into the running ``out`` ``(G, Lp, d)`` and ``lse`` ``(G, Lp)``.
+
+    The result is the logsumexp-weighted sum over rounds, ``sum_r exp(z_r - logsumexp_r z_r) o_r``.
+    """
+    if first_round:
+        _put(out, pos, o)
+        _put(lse, pos, z)
+        return
+    old = _take(lse, pos)
+    new = torch.logaddexp(old, z)
+    merged = _take(out, pos) * (old - new).exp().unsqueeze(-1) + o * (z - new).exp().unsqueeze(-1)
+    _put(out, pos, merged)
+    _put(lse, pos, new)
+
+
+def _blocks(n_rows: int, layout: _Layout):
+    for rows in layout.row_groups(n_rows):
+        for first, count in layout.slot_ranges():
+            yield rows, first, count
+
+
+def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if t is None else t[rows]
+
+
+def _lsh_forward(x, v, sorted_pos, pad, layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output ``(G, Lp, d)`` and log-sum-exp over all rounds and keys ``(G, Lp)``."""
+    out = x.new_empty(x.shape[0], layout.padded_len, x.shape[-1])
+    lse = x.new_empty(x.shape[0], layout.padded_len)
+    for rows, first, count in _blocks(x.shape[0], layout):
+        logits, values, query_pos, _ = _block_logits(x[rows], v[rows], sorted_pos[rows], _rows(pad, rows),
+                                                     layout, first, count)
+        o, z = _softmax_values(logits, values)
+        _merge_round(out[rows], lse[rows], query_pos, o.flatten(1, 2), z.flatten(1, 2), first < layout.padded_len)
+    return out, lse
+
+
+class _LSHAttentionFunction(torch.autograd.Function):
+    """Blocked LSH attention over rows ``(G, L, d)`` -> ``(G, L, d)`` and the log-sum-exp ``(G, Lp)``.
+
+    The backward pass recomputes each block.
+    """
+
+    @staticmethod
+    def forward(ctx, x, v, sorted_pos, pad, layout: _Layout):
+        out, lse = _lsh_forward(x, v, sorted_pos, pad, layout)
+        ctx.save_for_backward(x, v, sorted_pos, pad, out, lse)
+        ctx.layout = layout
+        ctx.mark_non_differentiable(lse)
+        return out[:, :layout.seq_len], lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_lse):
+        x, v, sorted_pos, pad, out, lse = ctx.saved_tensors
+        layout = ctx.layout
+        grad = F.pad(grad, (0, 0, 0, layout.padded_len - layout.seq_len))
+        grad_x, grad_v = torch.zeros_like(x), torch.zeros_like(v)
+        for rows in layout.row_groups(x.shape[0]):
+            x_rows, v_rows = x[rows].detach().requires_grad_(), v[rows].detach().requires_grad_()
+            for first, count in layout.slot_ranges():
+                with torch.enable_grad():
+                    logits, values, pos, _ = _block_logits(x_rows, v_rows, sorted_pos[rows], _rows(pad, rows),
+                                                           layout, first, count)
+                    o, z = (t.flatten(1, 2) for t in _softmax_values(logits, values))
+                # out = sum_r w_r o_r with w_r = exp(z_r - lse): the gradients for this round's o_r and z_r.
+                weight = (z.detach() - _take(lse[rows], pos)).exp()
+                g = _take(grad[rows], pos)
+                grad_o = g * weight.unsqueeze(-1)
+                grad_z = weight * (g * (o.detach() - _take(out[rows], pos))).sum(-1)
+                gx, gv = torch.autograd.grad((o, z), (x_rows, v_rows), (grad_o, grad_z))
+                grad_x[rows] += gx
+                grad_v[rows] += gv
+        return grad_x, grad_v, None, None, None
+
+
+@torch.no_grad()
+def _effective_attention(x, v, sorted_pos, pad, lse, layout: _Layout) -> torch.Tensor:
+    """``(G, Lp, Lp)``: ``A[i, j] = sum_r w_{r,i} * (weight query i gave position j in round r)``.
+
+    With the overall log-sum-exp ``lse`` that is ``sum over (r, window slots holding j) exp(logit - lse_i)``;
+    duplicates of a key add up.
+    """
+    n_rows, padded_len = x.shape[0], layout.padded_len
+    attn = x.new_zeros(n_rows, padded_len * padded_len)
+    for rows, first, count in _blocks(n_rows, layout):
+        logits, _, query_pos, key_pos = _block_logits(x[rows], v[rows], sorted_pos[rows], _rows(pad, rows),
+                                                      layout, first, count)
+        weights = (logits - _take(lse[rows], query_pos).unflatten(1, logits.shape[1:3]).unsqueeze(-1)).exp()
+        flat = query_pos.unflatten(1, logits.shape[1:3]).unsqueeze(-1) * padded_len + key_pos.unsqueeze(-2)
+        attn[rows].scatter_add_(1, flat.flatten(1), weights.flatten(1))
+    return attn.view(n_rows, padded_len, padded_len)
+
+
+def _check_inputs(qk, v, n_buckets, chunk_length, buckets, key_padding_mask, n_hashes):
+    if qk.ndim != 4 or v.shape != qk.shape:
+        raise ValueError(f"lsh_attention: qk and v must both be (B, H, L, d_h), got {tuple(qk.shape)} and "
+                         f"{tuple(v.shape)}")
+    bsz, heads, seq_len, _ = qk.shape
+    if n_buckets < 2 or n_buckets % 2:
+        raise ConfigError(f"lsh_attention: n_buckets must be even and >= 2, got {n_buckets}")
+    if chunk_length < 1 or n_hashes < 1:
+        raise ConfigError(f"lsh_attention: chunk_length and n_hashes must be >= 1, got {chunk_length}, {n_hashes}")
+    if buckets is not None and buckets.shape != (bsz, heads, n_hashes * seq_len):
+        raise ValueError(f"lsh_attention: buckets must be (B, H, n_hashes * L) = {(bsz, heads, n_hashes * seq_len)}"
+                         f", got {tuple(buckets.shape)}")
+    if key_padding_mask is not None and key_padding_mask.shape != (bsz, seq_len):
+        raise ValueError(f"lsh_attention: key_padding_mask must be (B, L) = {(bsz, seq_len)}, got "
+                         f"{tuple(key_padding_mask.shape)}")
+
+
+def _sorted_positions(qk, layout: _Layout, n_buckets, rotations, buckets, pad, generator) -> torch.Tensor:
+    """Original position of every sorted slot, ``(B * H, n_hashes * Lp)``."""
+    bsz, heads, seq_len, dim_head = qk.shape
+    if seq_len <= layout.chunk:  # one dense chunk: no hashing
+        return torch.arange(seq_len, device=qk.device).expand(bsz * heads, seq_len)
+    if buckets is None:
+        if rotations is None:
+            rotations = random_rotations(heads, dim_head, layout.n_hashes, n_buckets, generator, qk.device)
+        round_buckets = hash_vectors(qk, rotations)
+    else:
+        round_buckets = buckets.reshape(bsz, heads, layout.n_hashes, seq_len)
     if pad is not None:
-        logits = logits.masked_fill(_look_around(pad, before, after).unsqueeze(-2), pad_value)
-    is_self = pos.unsqueeze(-1) == _look_around(pos, before, after).unsqueeze(-2)
-    logits = logits.masked_fill(is_self, self_value)
-    z = logits.logsumexp(dim=-1)
-    weights = torch.exp(logits - z.unsqueeze(-1))
-    return weights @ _look_around(v, before, after), z, weights
+        # Padding goes to a bucket of its own after every real one, as in Hugging Face's Reformer.
+        round_buckets = F.pad(round_buckets, (0, layout.padded_len - seq_len))
+        is_pad = pad.view(bsz, heads, 1, layout.padded_len)
+        round_buckets = torch.where(is_pad, round_buckets.amax() + 1, round_buckets)
+    return sort_by_bucket(round_buckets).flatten(2).flatten(0, 1)
 
 
 def lsh_attention(
@@ -113,78 +292,27 @@ def lsh_attention(
     ``chunk_length``: it is padded internally and the padding is masked. If ``L <= chunk_length`` the
     attention is dense (same key normalisation and self mask, no hashing).
     """
+    _check_inputs(qk, v, n_buckets, chunk_length, buckets, key_padding_mask, n_hashes)
     bsz, heads, seq_len, dim_head = qk.shape
     if seq_len <= chunk_length:
-        return _dense_self_masked(qk, v, key_padding_mask, return_attention)
-    pad_len = -seq_len % chunk_length
-    padded_len = seq_len + pad_len
-    if buckets is None:
-        if rotations is None:
-            rotations = random_rotations(heads, dim_head, n_hashes, n_buckets, generator, qk.device)
-        round_buckets = hash_vectors(qk, rotations)
+        layout = _Layout(seq_len, seq_len, 1, seq_len, 0, 0)
     else:
-        round_buckets = buckets.reshape(bsz, heads, n_hashes, seq_len)
+        layout = _Layout(seq_len, seq_len + (-seq_len % chunk_length), n_hashes, chunk_length, chunks_before,
+                         chunks_after)
     pad = None
-    if key_padding_mask is not None or pad_len:
-        pad = torch.zeros(bsz, padded_len, dtype=torch.bool, device=qk.device)
-        pad[:, seq_len:] = True
-        if key_padding_mask is not None:
-            pad[:, :seq_len] = key_padding_mask
-        # Padding goes to a bucket of its own after every real one, as in Hugging Face's Reformer.
-        extra = round_buckets.amax() + 1
-        round_buckets = F.pad(round_buckets, (0, pad_len))
-        round_buckets = torch.where(pad[:, None, None, :], extra, round_buckets)
-        qk, v = F.pad(qk, (0, 0, 0, pad_len)), F.pad(v, (0, 0, 0, pad_len))
-    sorted_pos, undo = sort_by_bucket(round_buckets)
-
-    flat_pos = sorted_pos.flatten(2)  # (B, H, R * Lp)
-    index = flat_pos.unsqueeze(-1).expand(-1, -1, -1, dim_head)
-    chunked = "b h (n c) d -> b h n c d"
-    q_sorted = rearrange(qk.gather(2, index), chunked, c=chunk_length)
-    v_sorted = rearrange(v.gather(2, index), chunked, c=chunk_length)
-    pos_chunks = rearrange(flat_pos, "b h (n c) -> b h n c", c=chunk_length)
-    pad_chunks = None if pad is None else pad[:, None, :].expand(-1, heads, -1).gather(2, flat_pos)
-    if pad_chunks is not None:
-        pad_chunks = rearrange(pad_chunks, "b h (n c) -> b h n c", c=chunk_length)
-    out, z, weights = _attend_chunks(q_sorted, v_sorted, pos_chunks, pad_chunks, chunks_before, chunks_after)
-
-    out = rearrange(out, "b h (r n) c d -> b h r (n c) d", r=n_hashes)
-    out = out.gather(3, undo.unsqueeze(-1).expand(-1, -1, -1, -1, dim_head))
-    z = rearrange(z, "b h (r n) c -> b h r (n c)", r=n_hashes).gather(3, undo)
-    round_weights = z.softmax(dim=2)  # (B, H, R, Lp)
-    result = (out * round_weights.unsqueeze(-1)).sum(dim=2)[:, :, :seq_len]
+    if key_padding_mask is not None or layout.padded_len > seq_len:
+        pad = torch.ones(bsz, layout.padded_len, dtype=torch.bool, device=qk.device)
+        pad[:, :seq_len] = False if key_padding_mask is None else key_padding_mask
+        pad = pad.repeat_interleave(heads, dim=0)  # (B * H, Lp)
+    sorted_pos = _sorted_positions(qk, layout, n_buckets, rotations, buckets, pad, generator)
+    x, values = qk.reshape(bsz * heads, seq_len, dim_head), v.reshape(bsz * heads, seq_len, dim_head)
+    key_pad = None if pad is None else pad[:, :seq_len]
+    out, lse = _LSHAttentionFunction.apply(x, values, sorted_pos, key_pad, layout)
+    out = out.view(bsz, heads, seq_len, dim_head)
     if not return_attention:
-        return result
-    attn = _effective_attention(weights, pos_chunks, round_weights, sorted_pos, chunks_before, chunks_after)
-    return result, attn[:, :, :seq_len, :seq_len]
-
-
-def _effective_attention(weights: torch.Tensor, pos_chunks: torch.Tensor, round_weights: torch.Tensor,
-                         sorted_pos: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """Dense ``(B, H, Lp, Lp)`` map: ``A[i, j] = sum_r w_{r,i} * (weight query i gave position j in round r)``.
-
-    ``weights`` ``(B, H, N, c, W)`` and ``pos_chunks`` ``(B, H, N, c)`` are in sorted order; ``round_weights``
-    ``(B, H, R, Lp)`` in original order; ``sorted_pos`` ``(B, H, R, Lp)`` the sort.
-    """
-    bsz, heads = weights.shape[:2]
-    padded_len = round_weights.shape[-1]
-    slot_weights = rearrange(round_weights.gather(3, sorted_pos), "b h r (n c) -> b h (r n) c", c=weights.shape[3])
-    key_pos = _look_around(pos_chunks, before, after).unsqueeze(-2).expand_as(weights)
-    flat_index = (pos_chunks.unsqueeze(-1) * padded_len + key_pos).reshape(bsz, heads, -1)
-    values = (weights * slot_weights.unsqueeze(-1)).reshape(bsz, heads, -1)
-    attn = weights.new_zeros(bsz, heads, padded_len * padded_len).scatter_add_(2, flat_index, values)
-    return attn.view(bsz, heads, padded_len, padded_len)
-
-
-def _dense_self_masked(qk: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
-                       return_attention: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Dense attention ``(B, H, L, d)`` with the LSH key normalisation and self mask (short sequences)."""
-    bsz, heads, seq_len, _ = qk.shape
-    pos = torch.arange(seq_len, device=qk.device).expand(bsz, heads, 1, seq_len)
-    pad = None if key_padding_mask is None else key_padding_mask[:, None, None, :].expand(-1, heads, -1, -1)
-    out, _, weights = _attend_chunks(qk.unsqueeze(2), v.unsqueeze(2), pos, pad, 0, 0)
-    out = out.squeeze(2)
-    return (out, weights.squeeze(2)) if return_attention else out
+        return out
+    attn = _effective_attention(x.detach(), values.detach(), sorted_pos, key_pad, lse, layout)
+    return out, attn.view(bsz, heads, layout.padded_len, layout.padded_len)[:, :, :seq_len, :seq_len]
 
 
 class LSHSelfAttention(nn.Module):
@@ -201,8 +329,8 @@ class LSHSelfAttention(nn.Module):
                  n_buckets: int | None = None, chunk_length: int = 64, chunks_before: int = 1,
                  chunks_after: int = 0, seed: int = 0, proj_drop: float = 0.0):
         super().__init__()
-        if n_buckets is not None and n_buckets % 2:
-            raise ConfigError(f"LSHSelfAttention: n_buckets must be even, got {n_buckets}")
+        if n_buckets is not None and (n_buckets < 2 or n_buckets % 2):
+            raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {n_buckets}")
         if chunk_length < 1 or n_hashes < 1 or chunks_before < 0 or chunks_after < 0:
             raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
         self.heads = heads
