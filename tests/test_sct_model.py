@@ -74,8 +74,8 @@ def test_every_ablation_value_builds_and_runs(overrides):
     model = _tiny(**overrides)
     for name, value in overrides.items():
         assert getattr(model.config, name) == value
-    logits = model(torch.randn(2, 3, 4, 32, 32))
-    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    logits = model(torch.randn(1, 3, 4, 32, 32))
+    assert logits.shape == (1, 5) and torch.isfinite(logits).all()
     logits.sum().backward()
 
 
