@@ -139,6 +139,18 @@ def test_each_class_shows_the_motion_it_is_named_for(name, seed):
         assert abs(x1 - x0) < 3 and abs(y1 - y0) < 3, "only the translation classes travel"
 
 
+def test_noise_and_distractor_knobs_change_the_frames():
+    def changed_pixels(distractor: bool) -> int:
+        params = sample_clip("grow", clip_rng(0, "grow", 0), size=64, noise=0.0, distractor=distractor)
+        background = np.floor(params.background.clip(0, 1) * 255 + 0.5)
+        return int((render_clip("grow", params) != background).any(-1).sum())
+
+    assert changed_pixels(distractor=True) > changed_pixels(distractor=False) + 16 * 10
+    clean = sample_clip("fade_in", clip_rng(0, "fade_in", 0), size=64, noise=0.0)
+    noisy = render_clip("fade_in", dataclasses.replace(clean, noise=0.05)).astype(float)
+    assert (noisy - render_clip("fade_in", clean)).std() == pytest.approx(0.05 * 255, rel=0.15)
+
+
 def test_index_files_list_every_video_once_with_its_class(tiny_set):
     assert (tiny_set / "classes.txt").read_text().splitlines() == list(DEFAULT_CLASSES)
     seen = []
