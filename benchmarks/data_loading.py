@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import statistics
 import tempfile
 import time
@@ -137,6 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats, clips, steps = (3, 6, 1) if args.quick else (15, args.clips, 2)
 
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         decode_rows, loader_rows, rates = [], [], {}
@@ -156,6 +158,7 @@ def main() -> None:
                 print(f"{w}x{h} workers={workers}: {rates[(w, h, workers)]:.2f} clips/s", flush=True)
 
     step_s = sct_s_step_seconds(steps, args.device)
+    load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     print(f"SCT-S training step (batch 1): {step_s if step_s is None else f'{step_s:.2f} s'}", flush=True)
     for (w, h, workers), rate in rates.items():
         ratio = "n/a (sct_s not registered)" if step_s is None else f"{rate * step_s:.1f}"
@@ -168,7 +171,8 @@ def main() -> None:
     markdown = "\n\n".join([
         f"`python benchmarks/data_loading.py` on {describe_machine()}. Test videos: H.264 (libx264 crf 23, "
         f"keyframe every {GOP} frames), {SECONDS} s at {FPS} fps. Clip: {NUM_FRAMES} frames at stride {STRIDE} "
-        f"(a {NUM_FRAMES * STRIDE / FPS:.1f} s span at a random start).",
+        f"(a {NUM_FRAMES * STRIDE / FPS:.1f} s span at a random start). 1-minute load average of the machine: "
+        f"{load} ({os.cpu_count()} cores; other jobs running at the same time slow every number here).",
         "**Decode only** (median ms per clip; `threads` = PyAV `thread_type`; frames decoded include those "
         "between the keyframe and the clip start):",
         markdown_table(["video", "threads", "one seek: ms", "frames decoded", "seek per frame: ms",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sct.data.annotations import detect_format, read_annotations, read_class_list, ssv2_class
+from sct.data.annotations import detect_format, read_annotations, read_class_list, read_classes_file, ssv2_class
 from sct.errors import AnnotationError, ConfigError
 
 
@@ -102,9 +102,7 @@ def test_ssv2_json(tmp_path):
         {"id": "42326", "label": "approaching a cup with your camera",
          "template": "Approaching [something] with your camera", "placeholders": ["a cup"]}]))
     assert ssv2_class("Putting [something] on [something]") == "Putting something on something"
-    from sct.data.annotations import read_classes_file
-
-    classes = read_classes_file(labels, "ssv2")
+    classes = read_classes_file(labels)
     assert classes == ["Approaching something with your camera", "Holding something next to something"]
     out = read_annotations("auto", ann, tmp_path / "videos", classes=classes)
     assert out.labels == [1, 0] and out.paths[0] == str(tmp_path / "videos/78687.webm")

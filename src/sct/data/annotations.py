@@ -372,7 +372,7 @@ def read_annotations(fmt: str, ann: Path, root: Path, *, classes: list[str] | No
     return readers[fmt]()
 
 
-def read_classes_file(path: Path, fmt: str) -> list[str]:
+def read_classes_file(path: Path) -> list[str]:
     """A class index file in the dataset's own format (json for SSv2/Diving48, text otherwise)."""
     if path.suffix == ".json":
         data = _load_json(path)

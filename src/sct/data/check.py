@@ -50,7 +50,7 @@ def check_video(path: str, samples: int = 8) -> str | None:
 def run(args: argparse.Namespace) -> int:
     ann = Path(args.annotation)
     root = Path(args.root) if args.root else (ann if ann.is_dir() else ann.parent)
-    classes = read_classes_file(Path(args.classes), args.format) if args.classes else None
+    classes = read_classes_file(Path(args.classes)) if args.classes else None
     annotations = read_annotations(args.format, ann, root, classes=classes, split_name=args.subset,
                                    split=args.split)
     paths = annotations.paths

@@ -338,9 +338,9 @@ def load_class_names(cfg: DataConfig) -> list[str] | None:
     """The class list fixing label ids: ``classes`` if set, else ``classes.txt`` in root, else None."""
     root = Path(cfg.root)
     if cfg.classes:
-        return read_classes_file(_under(root, cfg.classes), cfg.format)
+        return read_classes_file(_under(root, cfg.classes))
     default = root / "classes.txt"
-    return read_classes_file(default, cfg.format) if default.is_file() else None
+    return read_classes_file(default) if default.is_file() else None
 
 
 def read_split(cfg: DataConfig, split: str) -> Annotations:
@@ -354,7 +354,7 @@ def read_split(cfg: DataConfig, split: str) -> Annotations:
     root = Path(cfg.root)
     classes = load_class_names(cfg)
     ann = _under(root, getattr(cfg, split))
-    if classes is None and split != "train" and cfg.format not in ("ucf101", "ssv2"):
+    if classes is None and split != "train":
         classes = read_annotations(cfg.format, _under(root, cfg.train), root, split_name="train",
                                    split=cfg.split, video_ext=cfg.video_ext).class_names
     return read_annotations(cfg.format, ann, root, classes=classes, split_name=split, split=cfg.split,
