@@ -8,6 +8,7 @@ from PIL import Image
 from conftest import frame_index
 from sct.data.decode import VideoReader, decode_frames, probe
 from sct.data.frames import FrameFolderReader, open_video
+from sct.data.sampling import ClipSampler
 from sct.errors import VideoDecodeError
 
 
@@ -113,3 +114,12 @@ def test_frame_folder_errors(tmp_path):
     (bad / "img_00001.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(VideoDecodeError, match="img_00001.jpg"):
         FrameFolderReader(bad)
+
+
+@pytest.mark.parametrize("mode,expected", [("loop", [0, 1, 2, 3, 4, 0, 1, 2]), ("repeat", [0, 1, 2, 3, 4, 4, 4, 4])])
+def test_short_video_through_sampler_and_decoder(video_factory, mode, expected):
+    path = video_factory(num_frames=5, fps=10)
+    with VideoReader(path) as reader:
+        times = ClipSampler(8, 1, short_video=mode).view_times(reader.info.duration, reader.info.fps, 0, 1)
+        frames = reader.read(times)
+    assert [frame_index(f) for f in frames] == expected
