@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -315,7 +314,8 @@ class Trainer:
         """
         torch.manual_seed(step_seed(self.cfg.seed, self.ctx.rank, self.pos.global_step))
         self.net.train()
-        stats = torch.zeros(4, dtype=torch.float64)
+        # On the training device: NCCL reduces CUDA tensors, and no per-micro-batch host sync is needed.
+        stats = torch.zeros(4, dtype=torch.float64, device=self.ctx.device)
         for k in range(self.accum):
             batch = next(batches)
             self.tracker.update(batch["bad"])
@@ -328,11 +328,11 @@ class Trainer:
                     logits = self.net(video)
                 loss = self.criterion(logits.float(), label)
                 self.scaler.scale(loss / self.accum).backward()
-            n = label.numel()
-            correct = (logits.argmax(dim=-1) == label).sum().item()
-            stats += torch.tensor([loss.item() * n, correct, n, float(not math.isfinite(loss.item()))],
-                                  dtype=torch.float64)
-        distributed.all_reduce_sum(stats)
+            loss = loss.detach().double()
+            correct = (logits.argmax(dim=-1) == label).sum()
+            stats += torch.stack([loss * label.numel(), correct.double(), stats.new_tensor(label.numel()),
+                                  (~torch.isfinite(loss)).double()])
+        stats = distributed.all_reduce_sum(stats).cpu()
         if stats[3] > 0:
             self._diverged(stats[0].item() / stats[2].item())
         grad_norm = self._clip_gradients()
