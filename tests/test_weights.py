@@ -348,3 +348,18 @@ def test_public_xvit_temporal_embedding_name(tmp_path):
     model = video_model()
     report = load_image_weights(model, path)
     assert torch.equal(model.encoder.temporal_embed, state["temp_embed"]) and report.new == []
+
+
+def test_deit_distillation_entry_is_dropped_and_odd_grids_are_refused(tmp_path):
+    hf = hf_vit()
+    state = timm_state(hf)
+    pos = state["pos_embed"]
+    state["pos_embed"] = torch.cat([pos[:, :1], torch.randn(1, 1, DIM), pos[:, 1:]], dim=1)
+    state["dist_token"] = torch.randn(1, 1, DIM)
+    model = video_model(n_div=0)
+    report = load_image_weights(model, save_weights(state, tmp_path / "deit.safetensors"))
+    assert torch.allclose(features(model, clip()), per_frame_cls(hf, clip()), atol=1e-5)
+    assert "dist_token" in report.unexpected and any("distillation" in n for n in report.notes)
+    del state["dist_token"]  # now 1 + 17 entries: no square grid
+    with pytest.raises(CheckpointError, match="pos_embed"):
+        load_image_weights(model, save_weights(state, tmp_path / "odd.safetensors"))

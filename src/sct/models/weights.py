@@ -247,10 +247,7 @@ def _timm_to_encoder(timm: StateDict, encoder: ViTEncoder, report: LoadReport) -
         if key == "temp_embed" and value.shape == target["temporal_embed"].shape:
             key = "temporal_embed"  # the public X-ViT code's name (video-transformers)
         if key == "pos_embed":
-            grid = int(round((target[key].shape[1] - 1) ** 0.5))
-            if value.shape != target[key].shape:
-                report.notes.append(f"pos_embed resized bicubically {tuple(value.shape)} -> {tuple(target[key].shape)}")
-            value = resize_pos_embed(value, (grid, grid))
+            value = _fit_pos_embed(value, target[key].shape, "dist_token" in timm, report)
         elif key == "patch_embed.proj.weight" and value.shape[-1] != encoder.patch_size:
             report.notes.append(f"patch kernel resampled {value.shape[-1]}x{value.shape[-1]} -> "
                                 f"{encoder.patch_size}x{encoder.patch_size}")
@@ -258,6 +255,19 @@ def _timm_to_encoder(timm: StateDict, encoder: ViTEncoder, report: LoadReport) -
         for name in _encoder_names(key, encoder):
             out[name] = value
     return out
+
+
+def _fit_pos_embed(pos: torch.Tensor, shape: torch.Size, distilled: bool, report: LoadReport) -> torch.Tensor:
+    """``(1, prefix + g*g, C) -> shape``: DeiT's distillation entry dropped, the grid resized bicubically."""
+    if distilled:
+        pos = torch.cat([pos[:, :1], pos[:, 2:]], dim=1)
+        report.notes.append("pos_embed: the distillation token's entry dropped")
+    if pos.shape[1:] != shape[1:]:
+        report.notes.append(f"pos_embed resized bicubically {tuple(pos.shape)} -> {tuple(shape)}")
+    try:
+        return resize_pos_embed(pos, (round((shape[1] - 1) ** 0.5),) * 2)
+    except ValueError as err:
+        raise CheckpointError(f"{report.path}: pos_embed {tuple(pos.shape)}: {err}") from err
 
 
 def _encoder_names(key: str, encoder: ViTEncoder) -> list[str]:
