@@ -363,3 +363,10 @@ def test_deit_distillation_entry_is_dropped_and_odd_grids_are_refused(tmp_path):
     del state["dist_token"]  # now 1 + 17 entries: no square grid
     with pytest.raises(CheckpointError, match="pos_embed"):
         load_image_weights(model, save_weights(state, tmp_path / "odd.safetensors"))
+
+
+def test_non_vit_model_refuses_foreign_weights_naming_the_file(tmp_path):
+    path = save_weights(video_model(), tmp_path / "xvit.safetensors")
+    with pytest.raises(CheckpointError, match="not a checkpoint of this SCT") as err:
+        sct.create_model("sct_tiny", pretrained=str(path))
+    assert str(path) in str(err.value)

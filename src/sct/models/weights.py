@@ -231,11 +231,11 @@ def resize_patch_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
     return new.reshape(*weight.shape[:2], size, size).to(weight.dtype)
 
 
-def _find_encoder(model: nn.Module) -> tuple[str, ViTEncoder]:
+def _find_encoder(model: nn.Module, path: str | os.PathLike) -> tuple[str, ViTEncoder]:
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, ViTEncoder)]
     if len(found) != 1:
-        raise CheckpointError(f"{type(model).__name__} has {len(found)} ViT encoders; image ViT weights need "
-                              "exactly one (this model is not a ViT-family model)")
+        raise CheckpointError(f"{path}: not a checkpoint of this {type(model).__name__}, and image ViT weights "
+                              f"need a model with exactly one ViT encoder (this one has {len(found)})")
     return found[0]
 
 
@@ -304,7 +304,7 @@ def load_image_weights(model: nn.Module, path: str | os.PathLike, strict: bool =
     The classifier of the image model is never loaded (it is listed as unused). ``strict``: raise
     ``CheckpointError`` when an encoder parameter other than the video-only ones is missing.
     """
-    prefix, encoder = _find_encoder(model)
+    prefix, encoder = _find_encoder(model, path)
     report = LoadReport(str(path))
     timm = to_timm_vit(read_state_dict(path), str(path))
     _load_into(encoder, _timm_to_encoder(timm, encoder, report), report, prefix + "." if prefix else "")
@@ -356,7 +356,7 @@ def load_timesformer_weights(model: nn.Module, path: str | os.PathLike, strict: 
     Position and time embeddings are resized when the image size or clip length differ; the
     classifier is loaded when its class count matches (listed as unused otherwise).
     """
-    _, encoder = _find_encoder(model)
+    _, encoder = _find_encoder(model, path)
     if encoder.temporal != "divided":
         raise CheckpointError(f"{path}: TimeSformer weights need a divided-attention model such as "
                               f"timesformer_b16 (this encoder uses {encoder.temporal!r})")
