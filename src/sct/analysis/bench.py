@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -219,6 +220,7 @@ def run_bench(names: list[str], settings: BenchSettings, overrides: dict[str, di
         raise ConfigError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(available())}")
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    load_before = os.getloadavg()[0]
     peak = matmul_gflops(DTYPES[settings.dtype], n=matmul_n, device=settings.device)
     results = []
     for name in names:
@@ -228,8 +230,9 @@ def run_bench(names: list[str], settings: BenchSettings, overrides: dict[str, di
     for r in results:
         if "error" not in r:
             r["fraction_of_matmul"] = r["achieved_gflops"] / peak
+    # Other work on the machine slows every model; the load average says how busy it was.
     return {"machine": describe_machine(), "settings": dataclasses.asdict(settings), "matmul_gflops": peak,
-            "results": results}
+            "load_average": [load_before, os.getloadavg()[0]], "results": results}
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> str:
@@ -257,6 +260,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"clip {s['frames']}x{s['size']}x{s['size']}; latency at batch 1 over {s['repeats']} runs after "
             f"{s['warmup']} warm-up; throughput at batch {s['batch']}; matmul {report['matmul_gflops']:.0f} GFLOP/s "
             "measured in the same run.")
+    if "load_average" in report:
+        head += " Load average {:.1f} at the start, {:.1f} at the end.".format(*report["load_average"])
     rows = []
     for r in report["results"]:
         if "error" in r:
