@@ -120,7 +120,8 @@ def sct_s_step_seconds(steps: int, device: str) -> float | None:
         if device != "cpu":
             torch.cuda.synchronize()
 
-    step()  # warm-up (allocations, first-call overheads)
+    if device != "cpu":
+        step()  # warm-up (CUDA context, kernels); on a CPU one step of ~1 min dwarfs first-call overheads
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -132,11 +133,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repeats, no doc update")
     parser.add_argument("--videos", type=int, default=4, help="distinct videos per resolution")
     parser.add_argument("--clips", type=int, default=40, help="clips timed per loader setting")
+    parser.add_argument("--steps", type=int, default=1, help="SCT-S training steps timed")
     parser.add_argument("--doc", default="docs/benchmarks.md")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the SCT-S training step runs (the loader always runs on the CPU)")
     args = parser.parse_args()
-    repeats, clips, steps = (3, 6, 1) if args.quick else (15, args.clips, 2)
+    repeats, clips, steps = (3, 6, 1) if args.quick else (15, args.clips, args.steps)
 
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +169,7 @@ def main() -> None:
     step_text = ("SCT-S is not registered yet: rerun this script for the ratio column." if step_s is None else
                  f"One SCT-S training step on {args.device} (forward + backward + SGD, batch 1, "
                  f"{NUM_FRAMES}x{CROP}x{CROP}) takes "
-                 f"**{step_s:.2f} s** here, i.e. {1 / step_s:.2f} samples/s.")
+                 f"**{step_s:.3g} s** here, i.e. {1 / step_s:.3g} samples/s.")
     markdown = "\n\n".join([
         f"`python benchmarks/data_loading.py` on {describe_machine()}. Test videos: H.264 (libx264 crf 23, "
         f"keyframe every {GOP} frames), {SECONDS} s at {FPS} fps. Clip: {NUM_FRAMES} frames at stride {STRIDE} "
