@@ -13,7 +13,9 @@ The backward pass recomputes each block (as flash attention does) instead of kee
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,8 @@ __all__ = ["LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attenti
 # Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
 _MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
 _LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
+# Flash attention on CPU that also returns the log-sum-exp (which the public SDPA does not).
+_FUSED_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 # Query slots per block: large enough to amortise Python overhead, small enough to stay in cache.
 BLOCK_SLOTS = 4096
 
@@ -55,11 +59,6 @@ class _Layout:
         start = first % self.padded_len
         return start < self.before * self.chunk or start + count + self.after * self.chunk > self.padded_len
 
-    def own_chunk_diagonal(self, device) -> torch.Tensor:
-        """``(c, W)`` bool: query ``i`` of a chunk against slot ``i`` of its own chunk in the window."""
-        eye = torch.eye(self.chunk, dtype=torch.bool, device=device)
-        return F.pad(eye, (self.before * self.chunk, self.after * self.chunk))
-
     def row_groups(self, n_rows: int) -> list[slice]:
         step = max(1, BLOCK_SLOTS // self.padded_len)
         return [slice(start, start + step) for start in range(0, n_rows, step)]
@@ -71,10 +70,19 @@ class _Layout:
                 for r in range(self.n_hashes) for start in range(0, self.padded_len, step)]
 
 
-def _normalise_keys(x: torch.Tensor) -> torch.Tensor:
-    """Reformer's key normalisation ``x / sqrt(mean(x^2) + 1e-6) / sqrt(d_h)``, as one fused RMS norm."""
-    scale = x.new_full((x.shape[-1],), x.shape[-1] ** -0.5)
-    return F.rms_norm(x, (x.shape[-1],), weight=scale, eps=1e-6)
+def _key_scale(x: torch.Tensor) -> torch.Tensor:
+    """Reformer's key normalisation as a factor per position: ``k = x * scale``, ``scale`` ``(G, L, 1)``.
+
+    ``scale = 1 / sqrt(mean(x^2) + 1e-6) / sqrt(d_h)``; computed once per row, then gathered per block.
+    """
+    return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * x.shape[-1] ** -0.5
+
+
+@functools.lru_cache(maxsize=32)
+def _self_diagonal(chunk: int, before: int, after: int, value: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """``(c, W)`` additive mask: ``value`` where query ``i`` of a chunk meets slot ``i`` of its own chunk."""
+    eye = torch.eye(chunk, dtype=dtype, device=device) * value
+    return F.pad(eye, (before * chunk, after * chunk))
 
 
 def _take(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -93,50 +101,69 @@ def _put(t: torch.Tensor, pos: torch.Tensor, values: torch.Tensor) -> None:
     t.view(-1, *t.shape[2:]).index_copy_(0, flat.flatten(), values.flatten(0, 1))
 
 
-def _block_logits(x: torch.Tensor, v: torch.Tensor, sorted_pos: torch.Tensor, pad: torch.Tensor | None,
-                  layout: _Layout, first: int, count: int):
-    """Masked logits of the query slots ``[first, first + count)`` against their windows.
+class _Block(NamedTuple):
+    """One block's attention inputs: ``n`` chunks of ``c`` queries, each with a window of ``W`` keys."""
 
-    ``x``, ``v``: ``(G, L, d)``; ``sorted_pos``: ``(G, R * Lp)`` position of each sorted slot; ``pad``:
-    ``(G, L)`` bool or None. Returns logits ``(G, n, c, W)``, values ``(G, n, W, d)``, query positions
-    ``(G, n * c)`` and key positions ``(G, n, W)`` for the block's ``n`` chunks.
+    queries: torch.Tensor  # (G, n, c, d)
+    keys: torch.Tensor  # (G, n, W, d), normalised; a strided view of the gathered slots
+    values: torch.Tensor  # (G, n, W, d), a strided view
+    bias: torch.Tensor  # additive mask, broadcastable to (G, n, c, W)
+    query_pos: torch.Tensor  # (G, n * c) original positions of the queries
+    key_pos: torch.Tensor  # (G, n, W)
+
+
+def _gather_block(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, sorted_pos: torch.Tensor,
+                  pad: torch.Tensor | None, layout: _Layout, first: int, count: int) -> _Block:
+    """Queries of the sorted slots ``[first, first + count)`` and their windows, straight from ``x``, ``v``.
+
+    ``x``, ``v``: ``(G, L, d)``; ``key_scale``: ``(G, L, 1)`` from :func:`_key_scale`; ``sorted_pos``:
+    ``(G, R * Lp)`` position of each sorted slot; ``pad``: ``(G, L)`` bool or None. The windows are
+    overlapping views (``unfold``) of one gather of the block's chunks and their neighbours.
     """
-    c, before = layout.chunk, layout.before
+    c, before, window = layout.chunk, layout.before, layout.window
     slots = torch.arange(first - before * c, first + count + layout.after * c, device=x.device)
-    pos = sorted_pos[:, slots % sorted_pos.shape[1]]  # (G, S): the block's chunks and their neighbours
+    pos = sorted_pos[:, slots % sorted_pos.shape[1]]  # (G, S)
     in_seq = pos.clamp(max=layout.seq_len - 1)
     xs, vs = _take(x, in_seq), _take(v, in_seq)
-    queries = xs[:, before * c:before * c + count].unflatten(1, (count // c, c))
-    logits = queries @ _normalise_keys(xs).unfold(1, layout.window, c)
+    query_pos = pos[:, before * c:before * c + count]
+    key_pos = pos.unfold(1, window, c)
     pad_value, self_value = _MASK_VALUES.get(x.dtype, _LOW_PRECISION_MASK_VALUES)
+    if layout.window_leaves_round(first, count):
+        is_self = query_pos.unflatten(1, (count // c, c)).unsqueeze(-1) == key_pos.unsqueeze(-2)
+        bias = is_self.to(x.dtype) * self_value
+    else:  # positions are distinct within a round: a query meets itself only in its own chunk, on the diagonal
+        bias = _self_diagonal(c, before, layout.after, self_value, x.dtype, x.device)
     if pad is not None or layout.padded_len > layout.seq_len:
         is_pad = pos >= layout.seq_len
         if pad is not None:
             is_pad |= _take(pad, in_seq)
-        logits.masked_fill_(is_pad.unfold(1, layout.window, c).unsqueeze(-2), pad_value)
-    query_pos = pos[:, before * c:before * c + count]
-    key_pos = pos.unfold(1, layout.window, c)
-    if layout.window_leaves_round(first, count):
-        is_self = query_pos.unflatten(1, (count // c, c)).unsqueeze(-1) == key_pos.unsqueeze(-2)
-    else:  # positions are distinct within a round: a query meets itself only in its own chunk, on the diagonal
-        is_self = layout.own_chunk_diagonal(x.device)
-    logits.masked_fill_(is_self, self_value)
-    return logits, vs.unfold(1, layout.window, c).transpose(-1, -2), query_pos, key_pos
+        bias = bias + is_pad.unfold(1, window, c).unsqueeze(-2).to(x.dtype) * pad_value
+    return _Block(xs[:, before * c:before * c + count].unflatten(1, (count // c, c)),
+                  (xs * _take(key_scale, in_seq)).unfold(1, window, c).transpose(-1, -2),
+                  vs.unfold(1, window, c).transpose(-1, -2), bias, query_pos, key_pos)
 
 
-def _softmax_values(logits: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``softmax(logits) @ values`` ``(G, n, c, d)`` and the log-sum-exp ``(G, n, c)``.
+def _logits(block: _Block) -> torch.Tensor:
+    """Masked logits ``(G, n, c, W)``: ``x_i . k_j`` (no further scale) plus the mask."""
+    logits = block.queries @ block.keys.transpose(-1, -2)
+    return logits + block.bias if torch.is_grad_enabled() else logits.add_(block.bias)
 
-    Works in place on ``logits`` when no gradient is recorded. The max shift is detached: it cancels
-    in both results, so their gradients are exact without it.
+
+def _attend(block: _Block) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(logits) @ values`` ``(G, n, c, d)`` and the log-sum-exp of the logits ``(G, n, c)``.
+
+    Without autograd on a CPU this is PyTorch's fused flash-attention kernel, which also returns the
+    log-sum-exp. Otherwise it is computed explicitly; the max shift is detached, which is exact since it
+    cancels in both results.
     """
+    if block.queries.device.type == "cpu" and not torch.is_grad_enabled() and _FUSED_CPU is not None:
+        o, z = _FUSED_CPU(block.queries, block.keys, block.values, attn_mask=block.bias, scale=1.0)
+        return o, z.to(o.dtype)
+    logits = _logits(block)
     top = logits.detach().amax(-1, keepdim=True)
-    if torch.is_grad_enabled():
-        probs = (logits - top).exp()
-    else:
-        probs = logits.sub_(top).exp_()
+    probs = (logits - top).exp() if torch.is_grad_enabled() else logits.sub_(top).exp_()
     total = probs.sum(-1, keepdim=True)
-    return (probs @ values) / total, (total.log() + top).squeeze(-1)
+    return (probs @ block.values) / total, (total.log() + top).squeeze(-1)
 
 
 def _merge_round(out: torch.Tensor, lse: torch.Tensor, pos: torch.Tensor, o: torch.Tensor, z: torch.Tensor,
@@ -171,11 +198,13 @@ def _lsh_forward(x, v, sorted_pos, pad, layout: _Layout) -> tuple[torch.Tensor, 
     """Output ``(G, Lp, d)`` and log-sum-exp over all rounds and keys ``(G, Lp)``."""
     out = x.new_empty(x.shape[0], layout.padded_len, x.shape[-1])
     lse = x.new_empty(x.shape[0], layout.padded_len)
+    key_scale = _key_scale(x)
     for rows, first, count in _blocks(x.shape[0], layout):
-        logits, values, query_pos, _ = _block_logits(x[rows], v[rows], sorted_pos[rows], _rows(pad, rows),
-                                                     layout, first, count)
-        o, z = _softmax_values(logits, values)
-        _merge_round(out[rows], lse[rows], query_pos, o.flatten(1, 2), z.flatten(1, 2), first < layout.padded_len)
+        block = _gather_block(x[rows], v[rows], key_scale[rows], sorted_pos[rows], _rows(pad, rows), layout, first,
+                              count)
+        o, z = _attend(block)
+        _merge_round(out[rows], lse[rows], block.query_pos, o.flatten(1, 2), z.flatten(1, 2),
+                     first < layout.padded_len)
     return out, lse
 
 
@@ -204,9 +233,10 @@ class _LSHAttentionFunction(torch.autograd.Function):
             x_rows, v_rows = x[rows].detach().requires_grad_(), v[rows].detach().requires_grad_()
             for first, count in layout.slot_ranges():
                 with torch.enable_grad():
-                    logits, values, pos, _ = _block_logits(x_rows, v_rows, sorted_pos[rows], _rows(pad, rows),
-                                                           layout, first, count)
-                    o, z = (t.flatten(1, 2) for t in _softmax_values(logits, values))
+                    block = _gather_block(x_rows, v_rows, _key_scale(x_rows), sorted_pos[rows], _rows(pad, rows),
+                                          layout, first, count)
+                    o, z = (t.flatten(1, 2) for t in _attend(block))
+                pos = block.query_pos
                 # out = sum_r w_r o_r with w_r = exp(z_r - lse): the gradients for this round's o_r and z_r.
                 weight = (z.detach() - _take(lse[rows], pos)).exp()
                 g = _take(grad[rows], pos)
@@ -227,11 +257,14 @@ def _effective_attention(x, v, sorted_pos, pad, lse, layout: _Layout) -> torch.T
     """
     n_rows, padded_len = x.shape[0], layout.padded_len
     attn = x.new_zeros(n_rows, padded_len * padded_len)
+    key_scale = _key_scale(x)
     for rows, first, count in _blocks(n_rows, layout):
-        logits, _, query_pos, key_pos = _block_logits(x[rows], v[rows], sorted_pos[rows], _rows(pad, rows),
-                                                      layout, first, count)
-        weights = (logits - _take(lse[rows], query_pos).unflatten(1, logits.shape[1:3]).unsqueeze(-1)).exp()
-        flat = query_pos.unflatten(1, logits.shape[1:3]).unsqueeze(-1) * padded_len + key_pos.unsqueeze(-2)
+        block = _gather_block(x[rows], v[rows], key_scale[rows], sorted_pos[rows], _rows(pad, rows), layout, first,
+                              count)
+        logits = _logits(block)
+        query_pos = block.query_pos.unflatten(1, logits.shape[1:3]).unsqueeze(-1)
+        weights = (logits - _take(lse[rows], block.query_pos).unflatten(1, logits.shape[1:3]).unsqueeze(-1)).exp()
+        flat = query_pos * padded_len + block.key_pos.unsqueeze(-2)
         attn[rows].scatter_add_(1, flat.flatten(1), weights.flatten(1))
     return attn.view(n_rows, padded_len, padded_len)
 

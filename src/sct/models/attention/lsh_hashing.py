@@ -8,7 +8,7 @@ from sct.errors import ConfigError
 
 # Rotated vectors are computed this many elements at a time, so hashing a long sequence with many
 # buckets never materialises the whole (B, H, R, L, n_buckets / 2) tensor.
-HASH_BLOCK_ELEMENTS = 1 << 21
+HASH_BLOCK_ELEMENTS = 1 << 20
 
 
 def default_n_buckets(seq_len: int, chunk_length: int) -> int:
@@ -37,14 +37,14 @@ def hash_vectors(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     _, _, n_hashes, half = rotations.shape
     rot = rotations.to(x.dtype).flatten(2)  # (H, d_h, R * n_b/2)
     step = max(1, HASH_BLOCK_ELEMENTS // (bsz * heads * n_hashes * half))
-    buckets = []
+    buckets = torch.empty(bsz, heads, seq_len, n_hashes, dtype=torch.long, device=x.device)
     with torch.no_grad():
         for start in range(0, seq_len, step):
             rotated = (x[:, :, start:start + step].detach() @ rot).unflatten(-1, (n_hashes, half))
             top, top_idx = rotated.max(dim=-1)
             low, low_idx = rotated.min(dim=-1)
-            buckets.append(torch.where(top >= -low, top_idx, low_idx + half))
-    return torch.cat(buckets, dim=2).permute(0, 1, 3, 2)
+            buckets[:, :, start:start + step] = torch.where(top >= -low, top_idx, low_idx + half)
+    return buckets.permute(0, 1, 3, 2)
 
 
 def sort_by_bucket(buckets: torch.Tensor) -> torch.Tensor:
