@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import frame_index
+from conftest import frame_index, index_frame
 from sct.data.decode import VideoReader, decode_frames, probe
 from sct.data.frames import FrameFolderReader, open_video
 from sct.data.sampling import ClipSampler
@@ -88,8 +88,6 @@ def test_errors_name_the_path(tmp_path):
 
 
 def test_frame_folder_reader(tmp_path):
-    from conftest import index_frame
-
     folder = tmp_path / "clip"
     folder.mkdir()
     for i in range(12):
@@ -123,3 +121,28 @@ def test_short_video_through_sampler_and_decoder(video_factory, mode, expected):
         times = ClipSampler(8, 1, short_video=mode).view_times(reader.info.duration, reader.info.fps, 0, 1)
         frames = reader.read(times)
     assert [frame_index(f) for f in frames] == expected
+
+
+def test_longer_audio_in_container_duration_is_not_truncation(tmp_path):
+    # mkv has no per-stream duration, so the header length is the container's, here set by 3 s of audio
+    path = tmp_path / "av.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        for i in range(10):
+            for packet in video.encode(av.VideoFrame.from_ndarray(index_frame(i, 64, 48), format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        for start in range(0, 48000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    with VideoReader(path) as reader:
+        assert reader.info.duration > 2.5
+        frames = reader.read([0.5, 2.5])
+    assert [frame_index(f) for f in frames] == [5, 9]

@@ -29,7 +29,7 @@ _END_TOLERANCE_FRAMES = 4
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the container header says about a video stream (times in seconds)."""
+    """What the container header says about a video stream (seconds; size as coded, before rotation)."""
 
     path: str
     fps: float
@@ -102,6 +102,9 @@ class VideoReader:
             raise VideoDecodeError(f"{self.path}: video stream has no frame rate or time base")
         fps = float(rate)
         self._start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        # Only the video stream's own length can call a file truncated: a container's duration (mkv,
+        # webm) may include a longer audio track, so a video ending before it is not evidence of damage.
+        self._exact_duration = bool(stream.duration or stream.frames)
         if stream.duration:
             duration = float(stream.duration * tb)
         elif stream.frames:
@@ -171,7 +174,7 @@ class VideoReader:
             raise VideoDecodeError(f"{self.path}: no decodable video frames")
         missing = wanted[len(picked)]
         tolerance = max(_END_TOLERANCE_S, _END_TOLERANCE_FRAMES / self.info.fps)
-        if missing - prev_t > tolerance:
+        if self._exact_duration and missing - prev_t > tolerance:
             raise VideoDecodeError(
                 f"{self.path}: stream ends at {prev_t:.2f}s but the header says {self.info.duration:.2f}s "
                 f"(frame at {missing:.2f}s requested): truncated or damaged file")
