@@ -140,6 +140,8 @@ def test_folder_layout(tmp_path):
     for rel in ("walk/a.mp4", "walk/b.avi", "run/c.mp4", "run/readme.txt"):
         _write(tmp_path / "data" / rel, "x")
     (tmp_path / "data/run/frames_clip").mkdir()  # a frame folder counts as a video
+    (tmp_path / "data/.ipynb_checkpoints").mkdir()  # hidden folders are neither classes nor videos
+    (tmp_path / "data/run/.cache").mkdir()
     out = read_annotations("auto", tmp_path / "data", tmp_path)
     assert out.class_names == ["run", "walk"]
     assert [p.split("/data/")[1] for p in out.paths] == ["run/c.mp4", "run/frames_clip", "walk/a.mp4", "walk/b.avi"]

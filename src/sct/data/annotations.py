@@ -306,7 +306,7 @@ def read_folder(folder: Path, classes: list[str] | None) -> Annotations:
     """``folder/<class>/<video file or frame folder>``; classes are the sorted sub-folder names."""
     if not folder.is_dir():
         raise AnnotationError(f"{folder}: dataset folder not found")
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = classes or [p.name for p in class_dirs]
     index = {name: i for i, name in enumerate(names)}
     paths, labels = [], []
@@ -314,6 +314,8 @@ def read_folder(folder: Path, classes: list[str] | None) -> Annotations:
         if class_dir.name not in index:
             raise AnnotationError(f"{class_dir}: folder is not in the class list")
         for item in sorted(class_dir.iterdir()):
+            if item.name.startswith("."):
+                continue
             if item.is_dir() or item.suffix.lower() in VIDEO_SUFFIXES:
                 paths.append(str(item))
                 labels.append(index[class_dir.name])
