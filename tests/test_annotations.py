@@ -55,6 +55,11 @@ def test_kinetics_official_csv(tmp_path):
     assert out.paths == [str(tmp_path / "videos/abseiling/---QUuC4vJs_000003_000013.mp4"),
                          str(tmp_path / "videos/air drumming/--nQbRBEz2s_000104_000114.mp4")]
     assert out.class_names == ["abseiling", "air drumming"] and out.labels == [0, 1]
+    _write(tmp_path / "flat/---QUuC4vJs_000003_000013.mp4", "x")  # CVDF layout: no label folders
+    _write(tmp_path / "flat/air_drumming/--nQbRBEz2s_000104_000114.mp4", "x")  # underscores for spaces
+    found = read_annotations("kinetics", ann, tmp_path / "flat")
+    assert found.paths == [str(tmp_path / "flat/---QUuC4vJs_000003_000013.mp4"),
+                           str(tmp_path / "flat/air_drumming/--nQbRBEz2s_000104_000114.mp4")]
     bad = _write(tmp_path / "bad.csv", "label,youtube_id,time_start,time_end,split\nabseiling,x,three,13,train\n")
     with pytest.raises(AnnotationError, match=r"bad\.csv:2: bad time_start"):
         read_annotations("kinetics", bad, tmp_path)

@@ -10,7 +10,8 @@ Formats (``format`` value: what the annotation file is):
 - ``csv``: a csv with a header holding ``path`` and ``label`` columns (the synthetic set's format).
 - ``list``: lines ``path label`` (label an integer id or a class name).
 - ``kinetics``: the official csv ``label,youtube_id,time_start,time_end,split``; videos at
-  ``<label>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4``.
+  ``<label>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4`` (or with ``_`` for spaces in the label
+  folder, or flat in root, whichever exists).
 - ``ucf101``: the split directory (``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``).
 - ``hmdb51``: the split directory (``<class>_test_splitN.txt``: ``video 1`` train, ``2`` test, ``0`` unused).
 - ``ssv2``: ``something-something-v2-{train,validation}.json``; the class is the ``template`` with its
@@ -161,6 +162,13 @@ def _exists(path: Path) -> Path:
     return path
 
 
+def _kinetics_path(root: Path, label: str, name: str) -> str:
+    """``root/<label>/name``, or the layouts other download scripts use when that file does not exist:
+    ``root/<label with underscores>/name`` and the flat ``root/name`` (the CVDF tarballs)."""
+    candidates = [root / label / name, root / label.replace(" ", "_") / name, root / name]
+    return str(next((c for c in candidates if c.is_file()), candidates[0]))
+
+
 def read_kinetics(ann: Path, root: Path, classes: list[str] | None) -> Annotations:
     """Official Kinetics csv; ``<label>/<youtube_id>_<start:06d>_<end:06d>.mp4`` under root."""
     with open(_exists(ann), newline="", encoding="utf-8") as f:
@@ -177,7 +185,7 @@ def read_kinetics(ann: Path, root: Path, classes: list[str] | None) -> Annotatio
                                                   f"{row['time_end']!r}") from None
             if not row["youtube_id"] or not row["label"]:
                 raise _fail(ann, reader.line_num, "missing youtube_id or label")
-            paths.append(str(root / row["label"] / f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"))
+            paths.append(_kinetics_path(root, row["label"], f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"))
             raw.append(row["label"])
             where.append((ann, reader.line_num))
     ids, names = _label_ids(raw, classes, where)
