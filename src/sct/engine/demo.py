@@ -104,7 +104,7 @@ def describe(s: dict[str, Any]) -> str:
         f"sct demo finished in {s['total_seconds'] / 60:.1f} min (data {s['data_seconds']:.0f}s, "
         f"training {s['train_seconds']:.0f}s, evaluation {s['eval_seconds']:.0f}s)",
         f"  data: {s['data']} ({s['classes']} classes)",
-        f"  model: {s['model']} ({s['parameters'] / 1e6:.2f}M parameters), {s['epochs']} epochs",
+        f"  model: {s['model']} ({s['parameters'] / 1e6:.2f}M parameters), trained for {s['epochs']} epochs",
         f"  test: top-1 {s['top1']:.1f}%, top-{s['topk']} {s['top5']:.1f}% over {s['num_videos']} videos "
         f"({s['views']} views; clip top-1 {s['clip_top1']:.1f}%), {s['num_failed']} failed",
         f"  plots: {run_dir / 'curves.png'}, {eval_dir / 'confusion.png'}",

@@ -461,8 +461,8 @@ class Trainer:
 
     def describe(self, summary: dict[str, Any]) -> str:
         lines = [
-            f"trained {summary['model']} for {summary['global_step']} steps "
-            f"({summary['epochs']} epochs) in {summary['train_seconds']:.0f}s",
+            f"trained {summary['model']}: {summary['global_step']} optimiser steps, "
+            f"{summary['epochs']} of {self.cfg.train.epochs} epochs, {summary['train_seconds']:.0f}s",
         ]
         if summary["final_loss"] is not None:
             lines.append(f"  last training loss {summary['final_loss']:.4f}")
