@@ -27,8 +27,18 @@ HEADS = ("temporal_attention", "summary_token", "average")
 
 @dataclass
 class VideoViTConfig:
-    """A ViT on video frames. ``head="summary_token"`` adds X-ViT's summary tokens to every mixing
-    attention layer and averages the frames' features (the paper's alternative to temporal attention)."""
+    """A ViT on video frames: X-ViT, TSM-ViT, TimeSformer or the plain per-frame ViT.
+
+    - ``temporal``: frame interaction inside the encoder, ``space`` | ``mixing`` (X-ViT) | ``tsm``
+      (TSM-ViT) | ``divided`` (TimeSformer).
+    - ``n_div``: 1/n_div of the channels come from each neighbouring frame (``mixing``: of the keys and
+      values; ``tsm``: of the tokens); 0 turns the shift off. X-ViT uses 8 on Kinetics, 4 on SSv2.
+    - ``mixing_layout``: ``global`` (the public X-ViT code; its checkpoints) | ``per_head`` (the paper).
+    - ``head``: ``temporal_attention`` (X-ViT) | ``average`` (TSM; for ``divided`` the frames hold one
+      clip CLS, so this is TimeSformer's head) | ``summary_token`` (X-ViT's summary tokens added to every
+      mixing attention layer, then ``average``).
+    - ``drop_rate``: dropout before the classifier (X-ViT's temporal attention head uses 0.5).
+    """
 
     num_classes: int = 400
     num_frames: int = 8
