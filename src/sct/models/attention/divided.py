@@ -7,7 +7,8 @@ has ONE CLS token, stored as T identical copies: every frame's spatial attention
 is the mean over frames, exactly as TimeSformer averages the per-frame CLS outputs.
 
 The module normalises internally (the spatial LayerNorm sits between its two stages), so it plugs
-into ``TransformerLayer(..., attn_norm=False)`` and returns the residual update of both stages.
+into ``TransformerLayer(..., attn_norm=False)`` and returns the residual update of both stages. One
+difference from TimeSformer, in training only: stochastic depth drops both stages' updates together.
 """
 
 from __future__ import annotations
