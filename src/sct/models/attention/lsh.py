@@ -85,20 +85,25 @@ def _self_diagonal(chunk: int, before: int, after: int, value: float, dtype: tor
     return F.pad(eye, (before * chunk, after * chunk))
 
 
-def _take(t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """``t[g, pos[g, s]]`` for ``t`` ``(G, L, ...)`` and ``pos`` ``(G, S)`` -> ``(G, S, ...)``.
+class _Slots(NamedTuple):
+    """Per row, the sorted sequence extended circularly by ``before`` chunks in front and ``after`` behind,
+    so every block's window is one contiguous slice. All ``(G, before * c + R * Lp + after * c)``."""
 
-    One ``index_select`` of whole rows over the flattened batch: much faster than ``gather`` with an
-    expanded index.
-    """
-    flat = pos + torch.arange(0, t.shape[0] * t.shape[1], t.shape[1], device=pos.device).unsqueeze(-1)
-    return t.flatten(0, 1).index_select(0, flat.flatten()).view(*pos.shape, *t.shape[2:])
+    pos: torch.Tensor  # original position of each slot
+    rows_index: torch.Tensor  # index into the rows flattened to (G * L, ...); padding positions clamped
+    out_index: torch.Tensor  # index into the output flattened to (G * Lp, ...)
+    is_pad: torch.Tensor | None  # key is padding (bool), None when nothing is padded
 
-
-def _put(t: torch.Tensor, pos: torch.Tensor, values: torch.Tensor) -> None:
-    """In place ``t[g, pos[g, s]] = values[g, s]`` for a contiguous ``t`` ``(G, L, ...)``."""
-    flat = pos + torch.arange(0, t.shape[0] * t.shape[1], t.shape[1], device=pos.device).unsqueeze(-1)
-    t.view(-1, *t.shape[2:]).index_copy_(0, flat.flatten(), values.flatten(0, 1))
+    @classmethod
+    def build(cls, sorted_pos: torch.Tensor, pad: torch.Tensor | None, layout: _Layout) -> _Slots:
+        """``sorted_pos`` ``(G, R * Lp)``; ``pad`` ``(G, Lp)`` bool or None."""
+        front, back = layout.before * layout.chunk, layout.after * layout.chunk
+        total = sorted_pos.shape[1]
+        wrap = torch.arange(-front, total + back, device=sorted_pos.device) % total
+        pos = sorted_pos[:, wrap]
+        row = torch.arange(sorted_pos.shape[0], device=pos.device).unsqueeze(-1)
+        rows_index = pos.clamp(max=layout.seq_len - 1) + row * layout.seq_len
+        return cls(pos, rows_index, pos + row * layout.padded_len, None if pad is None else pad.gather(1, pos))
 
 
 class _Block(NamedTuple):
@@ -108,39 +113,39 @@ class _Block(NamedTuple):
     keys: torch.Tensor  # (G, n, W, d), normalised; a strided view of the gathered slots
     values: torch.Tensor  # (G, n, W, d), a strided view
     bias: torch.Tensor  # additive mask, broadcastable to (G, n, c, W)
-    query_pos: torch.Tensor  # (G, n * c) original positions of the queries
+    query_pos: torch.Tensor  # (G, n, c) original positions of the queries
     key_pos: torch.Tensor  # (G, n, W)
+    out_index: torch.Tensor  # (G * n * c,) the queries' rows in the flattened output
 
 
-def _gather_block(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, sorted_pos: torch.Tensor,
-                  pad: torch.Tensor | None, layout: _Layout, first: int, count: int) -> _Block:
-    """Queries of the sorted slots ``[first, first + count)`` and their windows, straight from ``x``, ``v``.
+def _gather_block(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, slots: _Slots, layout: _Layout,
+                  rows: slice, first: int, count: int, row_offset: int = 0) -> _Block:
+    """Queries of the sorted slots ``[first, first + count)`` of ``rows`` and their windows.
 
-    ``x``, ``v``: ``(G, L, d)``; ``key_scale``: ``(G, L, 1)`` from :func:`_key_scale`; ``sorted_pos``:
-    ``(G, R * Lp)`` position of each sorted slot; ``pad``: ``(G, L)`` bool or None. The windows are
-    overlapping views (``unfold``) of one gather of the block's chunks and their neighbours.
+    ``x``, ``v``: rows flattened to ``(G * L, d)``, ``key_scale``: ``(G * L, 1)`` from :func:`_key_scale`;
+    ``row_offset`` is subtracted from the row indices (when ``x`` holds only some rows). The windows are
+    overlapping views (``unfold``) of one ``index_select`` of the block's chunks and their neighbours.
     """
     c, before, window = layout.chunk, layout.before, layout.window
-    slots = torch.arange(first - before * c, first + count + layout.after * c, device=x.device)
-    pos = sorted_pos[:, slots % sorted_pos.shape[1]]  # (G, S)
-    in_seq = pos.clamp(max=layout.seq_len - 1)
-    xs, vs = _take(x, in_seq), _take(v, in_seq)
-    query_pos = pos[:, before * c:before * c + count]
-    key_pos = pos.unfold(1, window, c)
+    span = slice(first, first + count + window - c)  # in extended slots: window of the block's first chunk on
+    queries = slice(first + before * c, first + before * c + count)
+    n_rows = slots.pos[rows].shape[0]
+    index = slots.rows_index[rows, span].flatten() - row_offset
+    xs = x.index_select(0, index).view(n_rows, -1, x.shape[-1])
+    vs = v.index_select(0, index).view(n_rows, -1, v.shape[-1])
+    keys = xs * key_scale.index_select(0, index).view(n_rows, -1, 1)
+    query_pos = slots.pos[rows, queries].unflatten(1, (count // c, c))
+    key_pos = slots.pos[rows, span].unfold(1, window, c)
     pad_value, self_value = _MASK_VALUES.get(x.dtype, _LOW_PRECISION_MASK_VALUES)
     if layout.window_leaves_round(first, count):
-        is_self = query_pos.unflatten(1, (count // c, c)).unsqueeze(-1) == key_pos.unsqueeze(-2)
-        bias = is_self.to(x.dtype) * self_value
+        bias = (query_pos.unsqueeze(-1) == key_pos.unsqueeze(-2)).to(x.dtype) * self_value
     else:  # positions are distinct within a round: a query meets itself only in its own chunk, on the diagonal
         bias = _self_diagonal(c, before, layout.after, self_value, x.dtype, x.device)
-    if pad is not None or layout.padded_len > layout.seq_len:
-        is_pad = pos >= layout.seq_len
-        if pad is not None:
-            is_pad |= _take(pad, in_seq)
-        bias = bias + is_pad.unfold(1, window, c).unsqueeze(-2).to(x.dtype) * pad_value
+    if slots.is_pad is not None:
+        bias = bias + slots.is_pad[rows, span].unfold(1, window, c).unsqueeze(-2).to(x.dtype) * pad_value
     return _Block(xs[:, before * c:before * c + count].unflatten(1, (count // c, c)),
-                  (xs * _take(key_scale, in_seq)).unfold(1, window, c).transpose(-1, -2),
-                  vs.unfold(1, window, c).transpose(-1, -2), bias, query_pos, key_pos)
+                  keys.unfold(1, window, c).transpose(-1, -2), vs.unfold(1, window, c).transpose(-1, -2),
+                  bias, query_pos, key_pos, slots.out_index[rows, queries].flatten())
 
 
 def _logits(block: _Block) -> torch.Tensor:
@@ -150,7 +155,7 @@ def _logits(block: _Block) -> torch.Tensor:
 
 
 def _attend(block: _Block) -> tuple[torch.Tensor, torch.Tensor]:
-    """``softmax(logits) @ values`` ``(G, n, c, d)`` and the log-sum-exp of the logits ``(G, n, c)``.
+    """``softmax(logits) @ values`` ``(G * n * c, d)`` and the log-sum-exp of the logits ``(G * n * c,)``.
 
     Without autograd on a CPU this is PyTorch's fused flash-attention kernel, which also returns the
     log-sum-exp. Otherwise it is computed explicitly; the max shift is detached, which is exact since it
@@ -158,30 +163,28 @@ def _attend(block: _Block) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if block.queries.device.type == "cpu" and not torch.is_grad_enabled() and _FUSED_CPU is not None:
         o, z = _FUSED_CPU(block.queries, block.keys, block.values, attn_mask=block.bias, scale=1.0)
-        return o, z.to(o.dtype)
+        return o.flatten(0, 2), z.flatten().to(o.dtype)
     logits = _logits(block)
     top = logits.detach().amax(-1, keepdim=True)
     probs = (logits - top).exp() if torch.is_grad_enabled() else logits.sub_(top).exp_()
     total = probs.sum(-1, keepdim=True)
-    return (probs @ block.values) / total, (total.log() + top).squeeze(-1)
+    return ((probs @ block.values) / total).flatten(0, 2), (total.log() + top).flatten()
 
 
-def _merge_round(out: torch.Tensor, lse: torch.Tensor, pos: torch.Tensor, o: torch.Tensor, z: torch.Tensor,
+def _merge_round(out: torch.Tensor, lse: torch.Tensor, index: torch.Tensor, o: torch.Tensor, z: torch.Tensor,
                  first_round: bool) -> None:
-    """Fold one round's outputs ``o`` ``(G, S, d)`` with log-sum-exp ``z`` ``(G, S)`` at positions ``pos``
-    ``(G, S)`` (distinct within a round) into the running ``out`` ``(G, Lp, d)`` and ``lse`` ``(G, Lp)``.
+    """Fold one round's outputs ``o`` ``(S, d)`` with log-sum-exp ``z`` ``(S,)`` at rows ``index`` ``(S,)``
+    (distinct within a round) into the running ``out`` ``(G * Lp, d)`` and ``lse`` ``(G * Lp,)``.
 
     The result is the logsumexp-weighted sum over rounds, ``sum_r exp(z_r - logsumexp_r z_r) o_r``.
     """
-    if first_round:
-        _put(out, pos, o)
-        _put(lse, pos, z)
-        return
-    old = _take(lse, pos)
-    new = torch.logaddexp(old, z)
-    merged = _take(out, pos) * (old - new).exp().unsqueeze(-1) + o * (z - new).exp().unsqueeze(-1)
-    _put(out, pos, merged)
-    _put(lse, pos, new)
+    if not first_round:
+        old = lse.index_select(0, index)
+        new = torch.logaddexp(old, z)
+        o = out.index_select(0, index) * (old - new).exp().unsqueeze(-1) + o * (z - new).exp().unsqueeze(-1)
+        z = new
+    out.index_copy_(0, index, o)
+    lse.index_copy_(0, index, z)
 
 
 def _blocks(n_rows: int, layout: _Layout):
@@ -190,81 +193,72 @@ def _blocks(n_rows: int, layout: _Layout):
             yield rows, first, count
 
 
-def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    return None if t is None else t[rows]
-
-
-def _lsh_forward(x, v, sorted_pos, pad, layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
-    """Output ``(G, Lp, d)`` and log-sum-exp over all rounds and keys ``(G, Lp)``."""
-    out = x.new_empty(x.shape[0], layout.padded_len, x.shape[-1])
-    lse = x.new_empty(x.shape[0], layout.padded_len)
+def _lsh_forward(x, v, slots: _Slots, layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output ``(G * Lp, d)`` and log-sum-exp over all rounds and keys ``(G * Lp,)`` of rows ``(G * L, d)``."""
+    n_rows = slots.pos.shape[0]
+    out = x.new_empty(n_rows * layout.padded_len, x.shape[-1])
+    lse = x.new_empty(n_rows * layout.padded_len)
     key_scale = _key_scale(x)
-    for rows, first, count in _blocks(x.shape[0], layout):
-        block = _gather_block(x[rows], v[rows], key_scale[rows], sorted_pos[rows], _rows(pad, rows), layout, first,
-                              count)
+    for rows, first, count in _blocks(n_rows, layout):
+        block = _gather_block(x, v, key_scale, slots, layout, rows, first, count)
         o, z = _attend(block)
-        _merge_round(out[rows], lse[rows], block.query_pos, o.flatten(1, 2), z.flatten(1, 2),
-                     first < layout.padded_len)
+        _merge_round(out, lse, block.out_index, o, z, first < layout.padded_len)
     return out, lse
 
 
 class _LSHAttentionFunction(torch.autograd.Function):
-    """Blocked LSH attention over rows ``(G, L, d)`` -> ``(G, L, d)`` and the log-sum-exp ``(G, Lp)``.
-
-    The backward pass recomputes each block.
-    """
+    """Blocked LSH attention over rows flattened to ``(G * L, d)`` -> output ``(G * Lp, d)`` and the
+    log-sum-exp ``(G * Lp,)``. The backward pass recomputes each block."""
 
     @staticmethod
-    def forward(ctx, x, v, sorted_pos, pad, layout: _Layout):
-        out, lse = _lsh_forward(x, v, sorted_pos, pad, layout)
-        ctx.save_for_backward(x, v, sorted_pos, pad, out, lse)
-        ctx.layout = layout
+    def forward(ctx, x, v, slots: _Slots, layout: _Layout):
+        out, lse = _lsh_forward(x, v, slots, layout)
+        ctx.save_for_backward(x, v, out, lse)
+        ctx.slots, ctx.layout = slots, layout
         ctx.mark_non_differentiable(lse)
-        return out[:, :layout.seq_len], lse
+        return out, lse
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_lse):
-        x, v, sorted_pos, pad, out, lse = ctx.saved_tensors
-        layout = ctx.layout
-        grad = F.pad(grad, (0, 0, 0, layout.padded_len - layout.seq_len))
+        x, v, out, lse = ctx.saved_tensors
+        slots, layout = ctx.slots, ctx.layout
         grad_x, grad_v = torch.zeros_like(x), torch.zeros_like(v)
-        for rows in layout.row_groups(x.shape[0]):
-            x_rows, v_rows = x[rows].detach().requires_grad_(), v[rows].detach().requires_grad_()
+        for rows in layout.row_groups(slots.pos.shape[0]):
+            part = slice(rows.start * layout.seq_len, rows.stop * layout.seq_len)
+            x_rows, v_rows = x[part].detach().requires_grad_(), v[part].detach().requires_grad_()
             for first, count in layout.slot_ranges():
                 with torch.enable_grad():
-                    block = _gather_block(x_rows, v_rows, _key_scale(x_rows), sorted_pos[rows], _rows(pad, rows),
-                                          layout, first, count)
-                    o, z = (t.flatten(1, 2) for t in _attend(block))
-                pos = block.query_pos
+                    block = _gather_block(x_rows, v_rows, _key_scale(x_rows), slots, layout, rows, first, count,
+                                          row_offset=part.start)
+                    o, z = _attend(block)
                 # out = sum_r w_r o_r with w_r = exp(z_r - lse): the gradients for this round's o_r and z_r.
-                weight = (z.detach() - _take(lse[rows], pos)).exp()
-                g = _take(grad[rows], pos)
+                index = block.out_index
+                weight = (z.detach() - lse.index_select(0, index)).exp()
+                g = grad.index_select(0, index)
                 grad_o = g * weight.unsqueeze(-1)
-                grad_z = weight * (g * (o.detach() - _take(out[rows], pos))).sum(-1)
+                grad_z = weight * (g * (o.detach() - out.index_select(0, index))).sum(-1)
                 gx, gv = torch.autograd.grad((o, z), (x_rows, v_rows), (grad_o, grad_z))
-                grad_x[rows] += gx
-                grad_v[rows] += gv
-        return grad_x, grad_v, None, None, None
+                grad_x[part] += gx
+                grad_v[part] += gv
+        return grad_x, grad_v, None, None
 
 
 @torch.no_grad()
-def _effective_attention(x, v, sorted_pos, pad, lse, layout: _Layout) -> torch.Tensor:
+def _effective_attention(x, v, slots: _Slots, lse, layout: _Layout) -> torch.Tensor:
     """``(G, Lp, Lp)``: ``A[i, j] = sum_r w_{r,i} * (weight query i gave position j in round r)``.
 
     With the overall log-sum-exp ``lse`` that is ``sum over (r, window slots holding j) exp(logit - lse_i)``;
     duplicates of a key add up.
     """
-    n_rows, padded_len = x.shape[0], layout.padded_len
+    n_rows, padded_len = slots.pos.shape[0], layout.padded_len
     attn = x.new_zeros(n_rows, padded_len * padded_len)
     key_scale = _key_scale(x)
     for rows, first, count in _blocks(n_rows, layout):
-        block = _gather_block(x[rows], v[rows], key_scale[rows], sorted_pos[rows], _rows(pad, rows), layout, first,
-                              count)
+        block = _gather_block(x, v, key_scale, slots, layout, rows, first, count)
         logits = _logits(block)
-        query_pos = block.query_pos.unflatten(1, logits.shape[1:3]).unsqueeze(-1)
-        weights = (logits - _take(lse[rows], block.query_pos).unflatten(1, logits.shape[1:3]).unsqueeze(-1)).exp()
-        flat = query_pos * padded_len + block.key_pos.unsqueeze(-2)
+        weights = (logits - lse.index_select(0, block.out_index).view(*logits.shape[:3], 1)).exp()
+        flat = block.query_pos.unsqueeze(-1) * padded_len + block.key_pos.unsqueeze(-2)
         attn[rows].scatter_add_(1, flat.flatten(1), weights.flatten(1))
     return attn.view(n_rows, padded_len, padded_len)
 
@@ -338,13 +332,13 @@ def lsh_attention(
         pad[:, :seq_len] = False if key_padding_mask is None else key_padding_mask
         pad = pad.repeat_interleave(heads, dim=0)  # (B * H, Lp)
     sorted_pos = _sorted_positions(qk, layout, n_buckets, rotations, buckets, pad, generator)
-    x, values = qk.reshape(bsz * heads, seq_len, dim_head), v.reshape(bsz * heads, seq_len, dim_head)
-    key_pad = None if pad is None else pad[:, :seq_len]
-    out, lse = _LSHAttentionFunction.apply(x, values, sorted_pos, key_pad, layout)
-    out = out.view(bsz, heads, seq_len, dim_head)
+    slots = _Slots.build(sorted_pos, pad, layout)
+    x, values = qk.reshape(-1, dim_head), v.reshape(-1, dim_head)  # (B * H * L, d_h)
+    out, lse = _LSHAttentionFunction.apply(x, values, slots, layout)
+    out = out.view(bsz, heads, layout.padded_len, dim_head)[:, :, :seq_len]
     if not return_attention:
         return out
-    attn = _effective_attention(x.detach(), values.detach(), sorted_pos, key_pad, lse, layout)
+    attn = _effective_attention(x.detach(), values.detach(), slots, lse, layout)
     return out, attn.view(bsz, heads, layout.padded_len, layout.padded_len)[:, :, :seq_len, :seq_len]
 
 
