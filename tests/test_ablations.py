@@ -1,0 +1,53 @@
+"""benchmarks/ablations.py: every experiment is a valid run config, and the tables report what ran."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+import sct
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ablations.py"
+_spec = importlib.util.spec_from_file_location("ablations", _PATH)
+ablations = importlib.util.module_from_spec(_spec)
+sys.modules["ablations"] = ablations  # dataclasses resolve their module through sys.modules
+_spec.loader.exec_module(ablations)
+
+
+def test_every_table_row_names_an_experiment():
+    for _, rows, _ in ablations.TABLES.values():
+        for key, _ in rows:
+            assert key in ablations.EXPERIMENTS
+    assert set(ablations.CORE) <= set(ablations.EXPERIMENTS)
+
+
+@pytest.mark.parametrize("key", sorted(ablations.EXPERIMENTS))
+def test_experiment_configs_build_their_models(key, tmp_path):
+    settings = ablations.Settings()
+    cfg = ablations.run_config(ablations.EXPERIMENTS[key], 1, settings, tmp_path / "data", tmp_path / "out")
+    assert cfg.seed == 1 and cfg.data.num_frames == settings.clip_frames and cfg.data.flip is False
+    model = sct.create_model(cfg.model.name, num_classes=settings.classes, num_frames=settings.clip_frames,
+                             img_size=settings.size, **cfg.model.overrides)
+    for field, value in ablations.EXPERIMENTS[key].overrides.items():
+        assert getattr(model.config, field) == value
+
+
+def test_doc_reports_mean_std_single_seed_and_missing_runs():
+    settings = ablations.Settings()
+    results = [
+        {"experiment": "sct", "seed": 0, "top1": {"1x1": 50.0, "2x1": 60.0}, "seconds": 60},
+        {"experiment": "sct", "seed": 1, "top1": {"1x1": 70.0, "2x1": 60.0}, "seconds": 60},
+        {"experiment": "sct_space", "seed": 0, "top1": {"1x1": 40.0}, "seconds": 60},
+    ]
+    text = ablations.format_doc(results, settings, [0, 1], 120, 4)
+    assert "60.0 +- 14.1" in text  # mean and sample std of 50, 70
+    assert "40.0 (1 seed)" in text
+    assert "not run" in text
+    assert "78.41" in text  # the paper's number sits beside ours
+
+
+def test_settings_fingerprint_changes_with_the_protocol():
+    base = ablations.Settings()
+    assert base.fingerprint() == ablations.Settings().fingerprint()
+    assert base.fingerprint() != ablations.Settings(epochs=base.epochs + 1).fingerprint()
