@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import sct
-from sct.analysis.flops import count_params
+from sct.analysis.flops import _custom_mapping, count_params
 from sct.errors import ConfigError
 from sct.models.weights import load_image_weights, save_weights
 
@@ -85,3 +86,32 @@ def test_image_weights_land_in_the_frame_encoder(tmp_path):
 def test_bad_temporal_kind_names_the_option():
     with pytest.raises(ConfigError, match="temporal_kind"):
         tiny(temporal_kind="diagonal")
+
+
+def paper_size_counts(name: str, frames: int) -> tuple[int, int, int]:
+    """(params, MACs, ViT-encoder MACs without the attention matmuls) at 224, counted on the meta device."""
+    with torch.device("meta"):
+        model = sct.create_model(name, num_frames=frames).eval()
+        x = torch.empty(1, 3, frames, 224, 224)
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    with counter, torch.no_grad():
+        model(x)
+    encoder = next(ops for module, ops in counter.get_flop_counts().items() if module.endswith(".encoder"))
+    linear = sum(v for op, v in encoder.items() if "bmm" not in str(op) and "scaled_dot" not in str(op))
+    return count_params(model), counter.get_total_flops() // 2, linear // 2
+
+
+@pytest.mark.parametrize("name,frames,params_m,gmacs,which", [
+    ("xvit_b16", 8, None, 425 / 3, "total"),  # X-ViT: 425 GFLOPs for 1x3 views
+    ("timesformer_b16", 8, 121.4, 590 / 3, "total"),  # TimeSformer paper: 121.4M, 0.59 TFLOPs for 3 views
+    ("timesformer_b16", 96, 121.4, 2380, "total"),  # SCT Table 6 (TimeSformer-L): 2.38 TFLOPs per view
+    ("vit_b16_sct", 24, None, 405.06, "encoder"),  # SCT Table 4 (see docs/benchmarks.md on its convention)
+    ("vit_b12_sct", 24, None, 665.78, "encoder"),
+    ("vit_b8_sct", 24, None, 1603.67, "encoder"),
+])
+def test_paper_size_models_match_the_papers_counts(name, frames, params_m, gmacs, which):
+    params, total, encoder_linear = paper_size_counts(name, frames)
+    got = (total if which == "total" else encoder_linear) / 1e9
+    assert abs(got - gmacs) / gmacs < 0.01, got
+    if params_m is not None:
+        assert abs(params / 1e6 - params_m) / params_m < 0.005
