@@ -34,8 +34,9 @@ _MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
 _LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
 # Flash attention on CPU that also returns the log-sum-exp (which the public SDPA does not).
 _FUSED_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-# Query slots per block: large enough to amortise Python overhead, small enough to stay in cache.
-BLOCK_SLOTS = 4096
+# Query slots per block: enough to amortise the Python overhead, few enough for the block to stay in
+# cache (1024 measured fastest on a 2-core CPU, and keeps the working set near 4 MiB at d_h = 64).
+BLOCK_SLOTS = 1024
 
 
 @dataclass(frozen=True)
