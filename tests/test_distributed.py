@@ -58,7 +58,9 @@ def _run(command):
 
 
 def test_two_processes_follow_the_single_process_trajectory_and_evaluate_without_duplicates(data, tmp_path):
-    settings = ("train.epochs=1", "optim.lr=0.05", "train.val_views=1x3")
+    # Dense global attention: LSH bucketing is discontinuous, so the last-bit differences between a batch of 4
+    # and two batches of 2 can flip a bucket and move the loss by far more than rounding.
+    settings = ("train.epochs=1", "optim.lr=0.05", "train.val_views=1x3", "model.global_kind=dense")
     _run(sct_command("train", *run_overrides(data, tmp_path / "one", *settings)))
     _run(_torchrun("train", *run_overrides(data, tmp_path / "two", *settings)))
     one, two = (read_metrics(tmp_path / name / "metrics.jsonl") for name in ("one", "two"))
