@@ -187,7 +187,10 @@ def _main_sprite(rng: np.random.Generator, pair: MotionPair, size: int, backgrou
         small = rng.uniform(0.08, 0.11) * size
         radii = (float(small), float(min(small * rng.uniform(2.2, 2.8), 0.3 * size)))
     elif pair.motion == "rotate":
-        angles = (angle, angle + float(np.deg2rad(rng.uniform(90.0, 150.0))))
+        # Larger than the others: the turn is seen at the object's edge, which moves radius x angle per frame.
+        radius = float(rng.uniform(0.17, 0.22) * size)
+        radii = (radius, radius)
+        angles = (angle, angle + float(np.deg2rad(rng.uniform(120.0, 180.0))))
     elif pair.motion == "fade":
         opacity = (float(rng.uniform(0.0, 0.1)), float(rng.uniform(0.9, 1.0)))
     margin = max(radii)
