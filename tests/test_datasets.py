@@ -129,13 +129,18 @@ def test_default_scale_ranges():
     assert DataConfig(crop_size=64).short_side_range() == (73, 91)
 
 
-def test_spatial_crops_of_a_view_share_one_decode(dataset_dir, monkeypatch):
+def test_all_views_of_a_video_share_one_decode(dataset_dir, monkeypatch):
     import sct.data.datasets as datasets
 
     opened = []
     real_open = datasets.open_video
     monkeypatch.setattr(datasets, "open_video", lambda path, *a: opened.append(path) or real_open(path, *a))
-    ds = build_dataset(_cfg(dataset_dir, num_temporal_views=2, num_spatial_crops=3), "test")
-    for i in range(6):  # video 0: 2 temporal views x 3 crops
-        assert ds[i]["ok"]
+    cfg = _cfg(dataset_dir, num_temporal_views=3, num_spatial_crops=3)
+    ds = build_dataset(cfg, "test")
+    together = [ds[i]["video"] for i in range(18)]  # videos 0 and 1, 9 views each
     assert len(opened) == 2
+    monkeypatch.setattr(datasets, "VIEW_CACHE_BYTES", 0)  # too big to cache: one decode per temporal view
+    ds = build_dataset(cfg, "test")
+    apart = [ds[i]["video"] for i in range(18)]
+    assert len(opened) == 2 + 6
+    assert all(torch.equal(a, b) for a, b in zip(together, apart))

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Test time decodes all temporal views of a video in one pass when they fit in this many bytes (uint8).
+VIEW_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -214,7 +216,7 @@ class VideoDataset(Dataset):
         self.sampler = cfg.sampler()
         self.epoch = 0
         self._known_bad: dict[str, str] = {}
-        self._last_clip: tuple[tuple[int, int] | None, torch.Tensor | None] = (None, None)
+        self._view_cache: tuple[int | None, dict[int, torch.Tensor]] = (None, {})
 
     @property
     def num_videos(self) -> int:
@@ -271,13 +273,25 @@ class VideoDataset(Dataset):
         return self._item(self._crop(frames, box), index, view, True, [])
 
     def _test_clip(self, index: int, temporal: int) -> torch.Tensor:
-        """Decoded clip of a temporal view; the spatial crops of one view (consecutive items) share it."""
-        key = (index, temporal)
-        if self._last_clip[0] != key:
-            views = self.cfg.num_temporal_views
-            frames = self._decode(index, lambda info: self.sampler.view_times(info.duration, info.fps, temporal, views))
-            self._last_clip = (key, frames)
-        return self._last_clip[1]
+        """uint8 ``(T, H, W, 3)`` clip of temporal view ``temporal`` of video ``index``.
+
+        A video's items are consecutive, so the first of them decodes every temporal view in one pass
+        (one seek, overlapping views decoded once) and the rest reuse it; videos too large for
+        ``VIEW_CACHE_BYTES`` decode one view at a time.
+        """
+        cached_index, views = self._view_cache
+        if cached_index != index or temporal not in views:
+            wanted: list[int] = []
+
+            def times_of(info) -> np.ndarray:
+                n = self.cfg.num_temporal_views
+                together = info.width * info.height * 3 * self.cfg.num_frames * n <= VIEW_CACHE_BYTES
+                wanted.extend(range(n) if together else [temporal])
+                return np.concatenate([self.sampler.view_times(info.duration, info.fps, v, n) for v in wanted])
+
+            frames = self._decode(index, times_of)
+            self._view_cache = (index, dict(zip(wanted, frames.split(self.cfg.num_frames))))
+        return self._view_cache[1][temporal]
 
     def _train_box(self, height: int, width: int, gen: torch.Generator) -> T.Box:
         cfg = self.cfg
