@@ -34,9 +34,13 @@ _MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
 _LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
 # Flash attention on CPU that also returns the log-sum-exp (which the public SDPA does not).
 _FUSED_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FUSED_CPU_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 # Query slots per block: enough to amortise the Python overhead, few enough for the block to stay in
 # cache (1024 measured fastest on a 2-core CPU, and keeps the working set near 4 MiB at d_h = 64).
 BLOCK_SLOTS = 1024
+# With autograd the per-block overhead is larger (the backward pass recomputes every block), so blocks are
+# bigger; memory still stays O(block), not O(L * window).
+TRAIN_BLOCK_SLOTS = 16384
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class _Layout:
     chunk: int
     before: int
     after: int
+    block_slots: int
 
     @property
     def window(self) -> int:
@@ -61,12 +66,12 @@ class _Layout:
         return start < self.before * self.chunk or start + count + self.after * self.chunk > self.padded_len
 
     def row_groups(self, n_rows: int) -> list[slice]:
-        step = max(1, BLOCK_SLOTS // self.padded_len)
+        step = max(1, self.block_slots // self.padded_len)
         return [slice(start, start + step) for start in range(0, n_rows, step)]
 
     def slot_ranges(self) -> list[tuple[int, int]]:
         """``(first slot, n slots)`` of each block: whole chunks, never across a round boundary."""
-        step = max(1, BLOCK_SLOTS // self.chunk) * self.chunk
+        step = max(1, self.block_slots // self.chunk) * self.chunk
         return [(r * self.padded_len + start, min(step, self.padded_len - start))
                 for r in range(self.n_hashes) for start in range(0, self.padded_len, step)]
 
@@ -164,7 +169,7 @@ def _attend(block: _Block) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if block.queries.device.type == "cpu" and not torch.is_grad_enabled() and _FUSED_CPU is not None:
         o, z = _FUSED_CPU(block.queries, block.keys, block.values, attn_mask=block.bias, scale=1.0)
-        return o.flatten(0, 2), z.flatten().to(o.dtype)
+        return o.flatten(0, 2), z.flatten()
     logits = _logits(block)
     top = logits.detach().amax(-1, keepdim=True)
     probs = (logits - top).exp() if torch.is_grad_enabled() else logits.sub_(top).exp_()
@@ -179,12 +184,13 @@ def _merge_round(out: torch.Tensor, lse: torch.Tensor, index: torch.Tensor, o: t
 
     The result is the logsumexp-weighted sum over rounds, ``sum_r exp(z_r - logsumexp_r z_r) o_r``.
     """
+    z = z.to(lse.dtype)
     if not first_round:
         old = lse.index_select(0, index)
         new = torch.logaddexp(old, z)
         o = out.index_select(0, index) * (old - new).exp().unsqueeze(-1) + o * (z - new).exp().unsqueeze(-1)
         z = new
-    out.index_copy_(0, index, o)
+    out.index_copy_(0, index, o.to(out.dtype))
     lse.index_copy_(0, index, z)
 
 
@@ -198,7 +204,8 @@ def _lsh_forward(x, v, slots: _Slots, layout: _Layout) -> tuple[torch.Tensor, to
     """Output ``(G * Lp, d)`` and log-sum-exp over all rounds and keys ``(G * Lp,)`` of rows ``(G * L, d)``."""
     n_rows = slots.pos.shape[0]
     out = x.new_empty(n_rows * layout.padded_len, x.shape[-1])
-    lse = x.new_empty(n_rows * layout.padded_len)
+    # Kept in float32 for 16-bit inputs: the backward pass exponentiates against it.
+    lse = x.new_empty(n_rows * layout.padded_len, dtype=torch.promote_types(x.dtype, torch.float32))
     key_scale = _key_scale(x)
     for rows, first, count in _blocks(n_rows, layout):
         block = _gather_block(x, v, key_scale, slots, layout, rows, first, count)
@@ -228,21 +235,40 @@ class _LSHAttentionFunction(torch.autograd.Function):
         for rows in layout.row_groups(slots.pos.shape[0]):
             part = slice(rows.start * layout.seq_len, rows.stop * layout.seq_len)
             x_rows, v_rows = x[part].detach().requires_grad_(), v[part].detach().requires_grad_()
+            with torch.enable_grad():
+                key_scale = _key_scale(x_rows)
             for first, count in layout.slot_ranges():
                 with torch.enable_grad():
-                    block = _gather_block(x_rows, v_rows, _key_scale(x_rows), slots, layout, rows, first, count,
+                    block = _gather_block(x_rows, v_rows, key_scale, slots, layout, rows, first, count,
                                           row_offset=part.start)
-                    o, z = _attend(block)
-                # out = sum_r w_r o_r with w_r = exp(z_r - lse): the gradients for this round's o_r and z_r.
-                index = block.out_index
-                weight = (z.detach() - lse.index_select(0, index)).exp()
-                g = grad.index_select(0, index)
-                grad_o = g * weight.unsqueeze(-1)
-                grad_z = weight * (g * (o.detach() - out.index_select(0, index))).sum(-1)
-                gx, gv = torch.autograd.grad((o, z), (x_rows, v_rows), (grad_o, grad_z))
-                grad_x[part] += gx
-                grad_v[part] += gv
+                grads = _block_backward(block, grad.index_select(0, block.out_index),
+                                        out.index_select(0, block.out_index), lse.index_select(0, block.out_index))
+                # The key normalisation's graph is shared by the row group's blocks: keep it between them.
+                torch.autograd.backward((block.queries, block.keys, block.values), grads, inputs=(x_rows, v_rows),
+                                        retain_graph=True)
+            grad_x[part] = x_rows.grad
+            grad_v[part] = v_rows.grad
         return grad_x, grad_v, None, None
+
+
+def _block_backward(block: _Block, grad: torch.Tensor, out: torch.Tensor, lse: torch.Tensor):
+    """Gradients for a block's queries, keys and values ``(G, n, ., d)``.
+
+    Summed over rounds, the output is one softmax over every (round, window slot) a query saw:
+    ``out_i = sum_{r,j} exp(s_rij - lse_i) v_j`` with ``lse`` the log-sum-exp over all of them. So each block
+    takes the ordinary attention backward pass with the final ``out``, ``lse`` and output gradient (all
+    ``(G * n * c, ...)``) of its queries: ``dS = P * (dP - rowsum(grad * out))`` with ``P = exp(s - lse)``.
+    """
+    shape = block.queries.shape
+    grad, out, lse = grad.view(shape), out.view(shape), lse.view(shape[:-1])
+    queries, keys, values = block.queries.detach(), block.keys.detach(), block.values.detach()
+    if queries.device.type == "cpu" and _FUSED_CPU_BACKWARD is not None:
+        return _FUSED_CPU_BACKWARD(grad, queries, keys, values, out, lse, 0.0, False, attn_mask=block.bias,
+                                   scale=1.0)
+    probs = (queries @ keys.transpose(-1, -2) + block.bias - lse.unsqueeze(-1)).exp().to(queries.dtype)
+    grad_probs = grad @ values.transpose(-1, -2)
+    grad_logits = probs * (grad_probs - (grad * out).sum(-1, keepdim=True))
+    return grad_logits @ keys, grad_logits.transpose(-1, -2) @ queries, probs.transpose(-1, -2) @ grad
 
 
 @torch.no_grad()
@@ -322,11 +348,13 @@ def lsh_attention(
     """
     _check_inputs(qk, v, n_buckets, chunk_length, buckets, key_padding_mask, n_hashes)
     bsz, heads, seq_len, dim_head = qk.shape
+    needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
+    block_slots = TRAIN_BLOCK_SLOTS if needs_grad else BLOCK_SLOTS
     if seq_len <= chunk_length:
-        layout = _Layout(seq_len, seq_len, 1, seq_len, 0, 0)
+        layout = _Layout(seq_len, seq_len, 1, seq_len, 0, 0, block_slots)
     else:
         layout = _Layout(seq_len, seq_len + (-seq_len % chunk_length), n_hashes, chunk_length, chunks_before,
-                         chunks_after)
+                         chunks_after, block_slots)
     pad = None
     if key_padding_mask is not None or layout.padded_len > seq_len:
         pad = torch.ones(bsz, layout.padded_len, dtype=torch.bool, device=qk.device)

@@ -35,12 +35,14 @@ def hash_vectors(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """
     bsz, heads, seq_len, _ = x.shape
     _, _, n_hashes, half = rotations.shape
-    rot = rotations.to(x.dtype).flatten(2)  # (H, d_h, R * n_b/2)
+    # Hash in float32 at least, so 16-bit inputs land in the buckets their float32 values would.
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    rot = rotations.to(dtype).flatten(2)  # (H, d_h, R * n_b/2)
     step = max(1, HASH_BLOCK_ELEMENTS // (bsz * heads * n_hashes * half))
     buckets = torch.empty(bsz, heads, seq_len, n_hashes, dtype=torch.long, device=x.device)
     with torch.no_grad():
         for start in range(0, seq_len, step):
-            rotated = (x[:, :, start:start + step].detach() @ rot).unflatten(-1, (n_hashes, half))
+            rotated = (x[:, :, start:start + step].detach().to(dtype) @ rot).unflatten(-1, (n_hashes, half))
             top, top_idx = rotated.max(dim=-1)
             low, low_idx = rotated.min(dim=-1)
             buckets[:, :, start:start + step] = torch.where(top >= -low, top_idx, low_idx + half)
