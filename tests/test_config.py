@@ -103,4 +103,5 @@ def test_demo_recipe_loads_with_its_synthetic_section(tmp_path):
     cfg, synthetic = load_demo_config(CONFIGS / "demo.yaml", tmp_path / "demo")
     assert cfg.model.name == "sct_tiny" and cfg.output_dir == str(tmp_path / "demo")
     assert cfg.data.root == str(tmp_path / "demo" / "data")
-    assert synthetic["num_frames"] == cfg.data.num_frames and synthetic["size"] == cfg.data.crop_size
+    assert synthetic["num_frames"] == cfg.data.num_frames * cfg.data.sampling_rate, "a clip spans the video"
+    assert synthetic["size"] == cfg.data.crop_size and cfg.data.flip is False
