@@ -70,10 +70,18 @@ class _Layout:
         return [slice(start, start + step) for start in range(0, n_rows, step)]
 
     def slot_ranges(self) -> list[tuple[int, int]]:
-        """``(first slot, n slots)`` of each block: whole chunks, never across a round boundary."""
-        step = max(1, self.block_slots // self.chunk) * self.chunk
-        return [(r * self.padded_len + start, min(step, self.padded_len - start))
-                for r in range(self.n_hashes) for start in range(0, self.padded_len, step)]
+        """``(first slot, n slots)`` of each block: whole chunks, never across a round boundary.
+
+        The chunks whose windows leave their round (the first ``before`` and last ``after``) get blocks of
+        their own, so every other block can use the cheap diagonal self mask.
+        """
+        n_chunks = self.padded_len // self.chunk
+        inner = (min(self.before, n_chunks), max(self.before, n_chunks - self.after))
+        parts = [(0, inner[0]), inner, (inner[1], n_chunks)]
+        step = max(1, self.block_slots // self.chunk)
+        ranges = [(start, min(step, end - start)) for begin, end in parts for start in range(begin, end, step)]
+        return [(r * self.padded_len + start * self.chunk, count * self.chunk)
+                for r in range(self.n_hashes) for start, count in ranges]
 
 
 def _key_scale(x: torch.Tensor) -> torch.Tensor:
