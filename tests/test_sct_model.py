@@ -64,7 +64,7 @@ ABLATIONS = (
     + [dict(temporal_depth=0, shift_frames=0), dict(temporal_depth=2, shift_frames=1), dict(shift_frames=3),
        dict(clip_depth=2), dict(clip_depth=0), dict(patch_size=2, chunk_size=7), dict(patch_size=8, chunk_size=2),
        dict(vilt_depth=3), dict(num_blocks=4, num_poolings=3), dict(num_blocks=3, global_blocks=3, local_blocks=2),
-       dict(temporal_residual=True), dict(embed_dim=16, mlp_ratio=2.0, heads=(1, 2, 4, 1), dim_heads=(8, 8, 4, 16)),
+       dict(temporal_residual=False), dict(embed_dim=16, mlp_ratio=2.0, heads=(1, 2, 4, 1), dim_heads=(8, 8, 4, 16)),
        dict(lsh_hashes=2, lsh_buckets=4, lsh_chunk_length=8), dict(global_kind="lsh", global_blocks=2)]
 )
 

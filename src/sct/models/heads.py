@@ -13,8 +13,10 @@ from sct.models.blocks import TransformerLayer
 class ClipEncoder(nn.Module):
     """SCT's clip encoder (Eq. 8): a transformer over the frames' [CLS] features plus a clip [CLS].
 
-    ``b_0 = [b_cls; a'_1 E'; ...; a'_T E'] + E'_pos``, M' pre-norm layers, ``c = head(LN(b_{M'})[0])``
-    with dropout before the linear classifier. ``(B, T, C_in) -> (B, num_classes)``. The temporal
+    ``b_0 = [b_cls; LN(a'_1) E'; ...; LN(a'_T) E'] + E'_pos``, M' pre-norm layers,
+    ``c = head(LN(b_{M'})[0])`` with dropout before the linear classifier. The LN on the frame features
+    closes the pre-norm frame encoder (its last layer's output is an un-normalised residual stream), as
+    ViT's final norm does; without it the frame features enter ``E'`` at a scale of ~0.05. ``(B, T, C_in) -> (B, num_classes)``. The temporal
     position embedding is learnt for ``num_frames`` and linearly interpolated for other clip lengths.
     """
 
@@ -23,6 +25,7 @@ class ClipEncoder(nn.Module):
                  drop_path: list[float] | None = None):
         super().__init__()
         drop_path = drop_path or [0.0] * depth
+        self.frame_norm = nn.LayerNorm(in_dim, eps=1e-6)
         self.frame_embed = nn.Linear(in_dim, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_frames + 1, dim))
@@ -46,7 +49,7 @@ class ClipEncoder(nn.Module):
 
     def forward_features(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, C_in)`` -> clip feature ``(B, D')`` (the clip [CLS] after the final norm)."""
-        x = self.frame_embed(frames)
+        x = self.frame_embed(self.frame_norm(frames))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.position_embedding(frames.shape[1])
         for layer in self.layers:

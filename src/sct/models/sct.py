@@ -56,7 +56,7 @@ class SCTConfig:
     temporal_kind: str = "shifted"
     temporal_depth: int = 1
     shift_frames: int = 1
-    temporal_residual: bool = False
+    temporal_residual: bool = True
     lsh_hashes: int = 2
     lsh_buckets: int | None = None
     lsh_chunk_length: int = 64
