@@ -16,8 +16,9 @@ class ClipEncoder(nn.Module):
     ``b_0 = [b_cls; LN(a'_1) E'; ...; LN(a'_T) E'] + E'_pos``, M' pre-norm layers,
     ``c = head(LN(b_{M'})[0])`` with dropout before the linear classifier. The LN on the frame features
     closes the pre-norm frame encoder (its last layer's output is an un-normalised residual stream), as
-    ViT's final norm does; without it the frame features enter ``E'`` at a scale of ~0.05. ``(B, T, C_in) -> (B, num_classes)``. The temporal
-    position embedding is learnt for ``num_frames`` and linearly interpolated for other clip lengths.
+    ViT's final norm does; without it the frame features enter ``E'`` at a scale of ~0.05.
+    ``(B, T, C_in) -> (B, num_classes)``. The temporal position embedding is learnt for ``num_frames``
+    and linearly interpolated for other clip lengths.
     """
 
     def __init__(self, in_dim: int, dim: int, depth: int, heads: int, mlp_dim: int, num_frames: int,
