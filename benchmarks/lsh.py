@@ -197,7 +197,11 @@ def report(lengths, times, memory, cross_at, growth, plot_name: str) -> str:
         "interleaved calls; memory = extra peak resident set of one call in a fresh process (output included).",
         "Each method attends on the same projected heads (the reference's projections are identities). "
         "`n_buckets` follows Hugging Face's power-of-two rule and is given to both LSH implementations.",
-        "Reproduce: `.venv/bin/python benchmarks/lsh.py`.",
+        f"Reproduce: `.venv/bin/python benchmarks/lsh.py --threads {torch.get_num_threads()}`."
+        + (" One torch thread because the two cores were shared with other jobs during the run: with two threads "
+           "on a busy machine every OpenMP region waits for a time slice, which distorts code made of many small "
+           "operations (ours, block by block) far more than a few large ones." if torch.get_num_threads() == 1
+           else ""),
         "",
         table,
         "",
