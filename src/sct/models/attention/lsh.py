@@ -32,7 +32,7 @@ __all__ = ["LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attenti
 # Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
 _MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
 _LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
-# Flash attention on CPU that also returns the log-sum-exp (which the public SDPA does not).
+# PyTorch's CPU flash attention, forward (also returning the log-sum-exp) and backward.
 _FUSED_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _FUSED_CPU_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 # Query slots per block: enough to amortise the Python overhead, few enough for the block to stay in
@@ -164,23 +164,21 @@ def _gather_block(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, slo
 
 def _logits(block: _Block) -> torch.Tensor:
     """Masked logits ``(G, n, c, W)``: ``x_i . k_j`` (no further scale) plus the mask."""
-    logits = block.queries @ block.keys.transpose(-1, -2)
-    return logits + block.bias if torch.is_grad_enabled() else logits.add_(block.bias)
+    return (block.queries @ block.keys.transpose(-1, -2)).add_(block.bias)
 
 
 def _attend(block: _Block) -> tuple[torch.Tensor, torch.Tensor]:
     """``softmax(logits) @ values`` ``(G * n * c, d)`` and the log-sum-exp of the logits ``(G * n * c,)``.
 
-    Without autograd on a CPU this is PyTorch's fused flash-attention kernel, which also returns the
-    log-sum-exp. Otherwise it is computed explicitly; the max shift is detached, which is exact since it
-    cancels in both results.
+    On a CPU this is PyTorch's fused flash-attention kernel, which also returns the log-sum-exp (the public
+    SDPA does not); elsewhere it is computed explicitly. Runs without autograd (see the backward pass).
     """
-    if block.queries.device.type == "cpu" and not torch.is_grad_enabled() and _FUSED_CPU is not None:
+    if block.queries.device.type == "cpu" and _FUSED_CPU is not None:
         o, z = _FUSED_CPU(block.queries, block.keys, block.values, attn_mask=block.bias, scale=1.0)
         return o.flatten(0, 2), z.flatten()
     logits = _logits(block)
-    top = logits.detach().amax(-1, keepdim=True)
-    probs = (logits - top).exp() if torch.is_grad_enabled() else logits.sub_(top).exp_()
+    top = logits.amax(-1, keepdim=True)
+    probs = logits.sub_(top).exp_()
     total = probs.sum(-1, keepdim=True)
     return ((probs @ block.values) / total).flatten(0, 2), (total.log() + top).flatten()
 
