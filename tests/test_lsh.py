@@ -265,8 +265,10 @@ def test_bfloat16_close_to_float32():
     for got, want in zip(results[1], results[0], strict=True):
         assert (got - want).norm() < 0.03 * want.norm()
     layer = LSHSelfAttention(32, heads=2, dim_head=16, n_hashes=2, chunk_length=16).to(torch.bfloat16)
+    layer.store_attention = True
     out = layer(torch.randn(2, 100, 32, dtype=torch.bfloat16))
     assert out.dtype == torch.bfloat16 and out.isfinite().all()
+    torch.testing.assert_close(layer.last_attention.sum(-1), torch.ones(2, 2, 100), atol=1e-2, rtol=0)
 
 
 def test_odd_bucket_count_is_rejected():

@@ -285,12 +285,12 @@ def _effective_attention(x, v, slots: _Slots, lse, layout: _Layout) -> torch.Ten
     duplicates of a key add up.
     """
     n_rows, padded_len = slots.pos.shape[0], layout.padded_len
-    attn = x.new_zeros(n_rows, padded_len * padded_len)
+    attn = x.new_zeros(n_rows, padded_len * padded_len, dtype=lse.dtype)  # float32 at least, for rollout
     key_scale = _key_scale(x)
     for rows, first, count in _blocks(n_rows, layout):
         block = _gather_block(x, v, key_scale, slots, layout, rows, first, count)
         logits = _logits(block)
-        weights = (logits - lse.index_select(0, block.out_index).view(*logits.shape[:3], 1)).exp()
+        weights = (logits.to(lse.dtype) - lse.index_select(0, block.out_index).view(*logits.shape[:3], 1)).exp()
         flat = block.query_pos.unsqueeze(-1) * padded_len + block.key_pos.unsqueeze(-2)
         attn[rows].scatter_add_(1, flat.flatten(1), weights.flatten(1))
     return attn.view(n_rows, padded_len, padded_len)
