@@ -79,6 +79,8 @@ def test_bucket_of_negation_and_scaling():
     rot = random_rotations(3, 16, 2, n_buckets, torch.Generator().manual_seed(3))
     buckets = hash_vectors(qk, rot)
     assert buckets.shape == (2, 3, 2, 200)
+    rotated = torch.einsum("bhld,hdrk->bhrlk", qk, rot)
+    assert torch.equal(buckets, torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1))
     assert buckets.min() >= 0 and buckets.max() < n_buckets
     torch.testing.assert_close(hash_vectors(-qk, rot), (buckets + n_buckets // 2) % n_buckets)
     torch.testing.assert_close(hash_vectors(3.7 * qk, rot), buckets)

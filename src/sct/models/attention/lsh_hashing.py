@@ -29,9 +29,9 @@ def random_rotations(heads: int, dim_head: int, n_hashes: int, n_buckets: int,
 def hash_vectors(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """Angular LSH buckets ``(B, H, n_hashes, L)`` in ``[0, n_buckets)`` of ``x`` ``(B, H, L, d_h)``.
 
-    Bucket = argmax over ``[x R, -x R]`` per round, found as the argmax or the argmin of ``x R``
-    (ties go to the first half, as the argmax of the concatenation does). ``x`` is detached: no
-    gradient flows through hashing.
+    Bucket = argmax over ``[x R, -x R]`` per round, found without the concatenation as the entry of
+    ``x R`` largest in magnitude, shifted by ``n_buckets / 2`` when it is negative (the two differ only
+    on exact ties of magnitude). ``x`` is detached: no gradient flows through hashing.
     """
     bsz, heads, seq_len, _ = x.shape
     _, _, n_hashes, half = rotations.shape
@@ -43,9 +43,9 @@ def hash_vectors(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         for start in range(0, seq_len, step):
             rotated = (x[:, :, start:start + step].detach().to(dtype) @ rot).unflatten(-1, (n_hashes, half))
-            top, top_idx = rotated.max(dim=-1)
-            low, low_idx = rotated.min(dim=-1)
-            buckets[:, :, start:start + step] = torch.where(top >= -low, top_idx, low_idx + half)
+            best = rotated.abs().max(dim=-1, keepdim=True).indices
+            negative = rotated.gather(-1, best) < 0
+            buckets[:, :, start:start + step] = (best + half * negative).squeeze(-1)
     return buckets.permute(0, 1, 3, 2)
 
 
