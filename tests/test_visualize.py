@@ -41,16 +41,23 @@ def _identity_everywhere(model):
             m.last_attention = eye.expand_as(weights).clone()
 
 
-@pytest.mark.parametrize(("reading", "source_frame"), [("keys", 0), ("values", 2)])
-def test_sct_rollout_follows_frame_weights_shift_and_pooling(reading, source_frame):
+@pytest.mark.parametrize(("residual", "reading", "expected_frames"), [
+    (False, "keys", {0: 1 / 16}),
+    (False, "values", {2: 1 / 16}),
+    (True, "keys", {0: 1 / 64, 1: 1 / 64}),
+    (True, "values", {2: 1 / 32}),
+])
+def test_sct_rollout_follows_frame_weights_shift_and_pooling(residual, reading, expected_frames):
     """Known answer: clip [CLS] reads frame 2 only; frame 2's [CLS] reads patch (0, 1) of the last 2x2 grid.
 
-    Every other map is the identity. The shifted layers have no residual (Eq. 7), so with the "keys"
-    reading each of the two shifted layers moves relevance one frame back (2 -> 1 -> 0); with
-    "values" it stays on frame 2. Two 2x2 poolings spread patch (0, 1) of the 2x2 grid over the
-    top-right quarter of the 8x8 patch grid, 1/16 each.
+    Every other map is the identity. Without the shifted layers' residual (Eq. 7 literally) the
+    "keys" reading moves relevance one frame back per shifted layer (2 -> 1 -> 0) and "values" keeps
+    it on frame 2. With the residual, half of each step stays: patch (0, 1) gets 1/2 in the last
+    block, and the first block's shifted layer splits it between frames 1 and 0 ("keys"). The [CLS]
+    share is dropped where the [CLS] starts (a learnt token). Two 2x2 poolings spread patch (0, 1)
+    of the 2x2 grid over the top-right quarter of the 8x8 patch grid, 1/16 of it to each cell.
     """
-    model = _tiny_sct()
+    model = _tiny_sct(temporal_residual=residual)
     with stored_attention(model):
         model(torch.randn(1, 3, 4, 32, 32))
     _identity_everywhere(model)
@@ -63,7 +70,8 @@ def test_sct_rollout_follows_frame_weights_shift_and_pooling(reading, source_fra
     relevance, weights = _sct_relevance(model, 4, (32, 32), reading)
     torch.testing.assert_close(weights, torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=torch.float64))
     expected = torch.zeros(4, 8, 8, dtype=torch.float64)
-    expected[source_frame, :4, 4:] = 1 / 16
+    for frame, value in expected_frames.items():
+        expected[frame, :4, 4:] = value
     torch.testing.assert_close(relevance, expected)
 
 
