@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from sct.errors import ConfigError, SCTError
 
-FORMAT_VERSION = 1
+# Bump when the same settings would draw different clips, so that stale sets on disk are not reused.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "bar": lambda x, y: _box(x, y, 1.1, 0.4),
     "ell": lambda x, y: np.minimum(_box(x, y, 0.3, 0.9, cx=-0.5), _box(x, y, 0.8, 0.3, cy=0.6)),
 }
+# No 90-degree symmetry: a turn of up to 60 degrees between sampled frames still reads one way only
+# (a disc's turn is invisible, a square's or a cross's repeats every 90 degrees).
+ROTATING_SHAPES: tuple[str, ...] = ("triangle", "bar", "ell")
 BACKGROUNDS: tuple[str, ...] = ("noise", "gradient", "stripes")
 
 
@@ -172,7 +176,7 @@ def _position(rng: np.random.Generator, margin: float, size: int, travel: float 
 
 def _main_sprite(rng: np.random.Generator, pair: MotionPair, size: int, background_lum: float) -> Sprite:
     """The object whose change over time is the class: drawn, then given the pair's forward motion."""
-    shapes = [s for s in SHAPES if not (pair.motion == "rotate" and s == "disc")]  # a disc's rotation is invisible
+    shapes = ROTATING_SHAPES if pair.motion == "rotate" else tuple(SHAPES)
     shape = shapes[rng.integers(len(shapes))]
     colour = _contrasting_colour(rng, background_lum, 0.3)
     angle = float(rng.uniform(0, 2 * np.pi))
@@ -190,7 +194,7 @@ def _main_sprite(rng: np.random.Generator, pair: MotionPair, size: int, backgrou
         # Larger than the others: the turn is seen at the object's edge, which moves radius x angle per frame.
         radius = float(rng.uniform(0.17, 0.22) * size)
         radii = (radius, radius)
-        angles = (angle, angle + float(np.deg2rad(rng.uniform(120.0, 180.0))))
+        angles = (angle, angle + float(np.deg2rad(rng.uniform(180.0, 270.0))))
     elif pair.motion == "fade":
         opacity = (float(rng.uniform(0.0, 0.1)), float(rng.uniform(0.9, 1.0)))
     margin = max(radii)
