@@ -173,19 +173,24 @@ def test_split_sizes_follow_fractions_and_keep_requested_splits_non_empty():
     assert split_sizes(4, (0.9, 0.05, 0.05)) == (2, 1, 1)
 
 
-def test_existing_set_is_reused_and_a_different_one_is_refused(tiny_set, tmp_path):
-    before = {p: p.stat().st_mtime_ns for p in tiny_set.rglob("*")}
-    assert generate(tiny_set, workers=1, seed=0, **TINY) == tiny_set
-    assert {p: p.stat().st_mtime_ns for p in tiny_set.rglob("*")} == before
-    with pytest.raises(SCTError, match="overwrite"):
-        generate(tiny_set, workers=1, seed=5, **TINY)
+def test_same_set_is_reused_another_set_replaced_and_a_foreign_folder_refused(tmp_path):
+    root = generate(tmp_path / "set", workers=1, seed=0, **TINY)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    assert generate(root, workers=1, seed=0, **TINY) == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+    first = (root / video_name("grow", 0)).read_bytes()
+    generate(root, workers=1, seed=5, classes=["grow"], **TINY)
+    assert (root / "classes.txt").read_text() == "grow\n" and (root / video_name("grow", 0)).read_bytes() != first
+    assert not (root / "videos" / "shrink").exists()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    replaced = generate(foreign, workers=1, seed=0, classes=["fade_in"], videos_per_class=1, num_frames=4, size=16,
-                        overwrite=True)
-    assert (replaced / "notes.txt").read_text() == "mine"
-    assert (replaced / "classes.txt").read_text() == "fade_in\n"
+    with pytest.raises(SCTError, match="overwrite"):
+        generate(foreign, workers=1, seed=0, **TINY)
+    generate(foreign, workers=1, seed=0, classes=["fade_in"], videos_per_class=1, num_frames=4, size=16,
+             overwrite=True)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    assert (foreign / "classes.txt").read_text() == "fade_in\n"
 
 
 @pytest.mark.parametrize("bad, option", [

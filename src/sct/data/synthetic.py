@@ -355,15 +355,17 @@ def _is_complete(out_dir: Path, manifest: dict) -> bool:
 
 
 def _prepare(out_dir: Path, overwrite: bool) -> None:
-    """Empty our part of ``out_dir``; refuse a non-empty folder unless ``overwrite`` says it may be replaced."""
+    """Clear our files from ``out_dir``: a previous synthetic set is replaced, any other non-empty folder is
+    refused unless ``overwrite`` (then only the files this generator writes are removed)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise SCTError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise SCTError(f"{out_dir}: not empty and not this exact synthetic set; "
-                           "pass overwrite=True (--overwrite) to replace it")
+        if not (overwrite or (out_dir / "synth.json").is_file()):
+            raise SCTError(f"{out_dir}: not empty and holds no synthetic set (no synth.json); "
+                           "pass overwrite=True (--overwrite) to write one there")
+        (out_dir / "synth.json").unlink(missing_ok=True)
         shutil.rmtree(out_dir / "videos", ignore_errors=True)
-        for name in ("synth.json", "classes.txt", "train.csv", "val.csv", "test.csv"):
+        for name in ("classes.txt", "train.csv", "val.csv", "test.csv"):
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -405,8 +407,9 @@ def generate(out_dir: str | os.PathLike, *, videos_per_class: int = 100, seed: i
     goes to train, val or test by ``i`` according to ``splits``. ``noise`` is the per-pixel Gaussian
     std (frames in [0, 1]); ``distractor`` adds a second, smaller moving object; ``qp`` is the H.264
     quantiser. ``workers`` processes (default: all CPUs) give identical files to one process.
-    If ``out_dir`` already holds this exact set it is reused; any other non-empty folder is refused
-    unless ``overwrite``. ``progress`` (default: stderr is a terminal) shows a tqdm bar.
+    If ``out_dir`` already holds this exact set it is reused, a different synthetic set there is
+    replaced, and any other non-empty folder is refused unless ``overwrite``. ``progress`` (default:
+    stderr is a terminal) shows a tqdm bar.
     """
     out_dir = Path(out_dir)
     classes = list(DEFAULT_CLASSES if classes is None else classes)
@@ -429,7 +432,8 @@ def generate(out_dir: str | os.PathLike, *, videos_per_class: int = 100, seed: i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", metavar="OUT", help="output folder (created; reused if it holds this exact set)")
+    parser.add_argument("out", metavar="OUT",
+                        help="output folder (created; reused if it holds this exact set, replaced if another one)")
     parser.add_argument("--videos-per-class", type=int, default=100, metavar="N", help="clips per class (100)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
     parser.add_argument("--frames", type=int, default=16, metavar="T", help="frames per clip (16)")
@@ -440,7 +444,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.04, help="per-pixel noise std, frames in [0, 1] (0.04)")
     parser.add_argument("--no-distractor", action="store_true", help="leave out the second moving object")
     parser.add_argument("--fps", type=int, default=10, help="frame rate written in the files (10)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty OUT that holds no synthetic set")
 
 
 def run(args: argparse.Namespace) -> int:
