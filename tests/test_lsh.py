@@ -228,6 +228,10 @@ def test_module_shapes_eval_reproducible_training_fresh():
     again = LSHSelfAttention(32, heads=2, n_hashes=2, chunk_length=16, seed=3)
     again.load_state_dict(layer.state_dict())
     torch.testing.assert_close(again.train()(x), c)
+    fixed = LSHSelfAttention(32, heads=2, n_hashes=2, chunk_length=16, seed=3, resample=False)
+    fixed.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(fixed.train()(x), a)
+    torch.testing.assert_close(fixed(x), a)
 
 
 def test_default_n_buckets_is_hugging_face_rule():

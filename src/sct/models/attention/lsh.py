@@ -382,14 +382,15 @@ class LSHSelfAttention(nn.Module):
 
     Shared query/key and value projections (no bias, as in Reformer), :func:`lsh_attention`, and an
     output projection. ``n_buckets=None`` picks a power of two from L (Hugging Face's rule). Rotations come
-    from a generator seeded with ``seed``: a fresh draw per forward in training (reproducible from the seed),
-    the same draw in every eval forward. Set ``store_attention = True`` to keep the effective dense
-    attention ``(B, H, L, L)`` of the last call in ``last_attention`` (for attention rollout).
+    from a generator seeded with ``seed``: a fresh draw per forward in training (reproducible from the seed;
+    ``resample=False`` keeps the eval draw in training too), the same draw in every eval forward. Set
+    ``store_attention = True`` to keep the effective dense attention ``(B, H, L, L)`` of the last call in
+    ``last_attention`` (for attention rollout).
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int | None = None, n_hashes: int = 2,
                  n_buckets: int | None = None, chunk_length: int = 64, chunks_before: int = 1,
-                 chunks_after: int = 0, seed: int = 0, proj_drop: float = 0.0):
+                 chunks_after: int = 0, seed: int = 0, resample: bool = True, proj_drop: float = 0.0):
         super().__init__()
         if n_buckets is not None and (n_buckets < 2 or n_buckets % 2):
             raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {n_buckets}")
@@ -400,7 +401,7 @@ class LSHSelfAttention(nn.Module):
         inner = heads * self.dim_head
         self.n_hashes, self.n_buckets, self.chunk_length = n_hashes, n_buckets, chunk_length
         self.chunks_before, self.chunks_after = chunks_before, chunks_after
-        self.seed = seed
+        self.seed, self.resample = seed, resample
         self.qk = nn.Linear(dim, inner, bias=False)
         self.v = nn.Linear(dim, inner, bias=False)
         self.proj = nn.Linear(inner, dim)
@@ -411,7 +412,8 @@ class LSHSelfAttention(nn.Module):
 
     def rotations(self, n_buckets: int, device=None) -> torch.Tensor:
         """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw."""
-        generator = self.train_generator if self.training else torch.Generator().manual_seed(self.seed)
+        fresh = self.training and self.resample
+        generator = self.train_generator if fresh else torch.Generator().manual_seed(self.seed)
         return random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets, generator, device)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
