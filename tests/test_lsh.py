@@ -223,10 +223,14 @@ def test_module_shapes_eval_reproducible_training_fresh():
     assert a.shape == x.shape
     torch.testing.assert_close(a, b)
     layer.train()
-    c, d = layer(x), layer(x)
+    c = layer(x)
+    resumed = LSHSelfAttention(32, heads=2, n_hashes=2, chunk_length=16, seed=3)
+    resumed.load_state_dict(layer.state_dict())
+    d = layer(x)
     assert not torch.allclose(c, d)
+    torch.testing.assert_close(resumed.train()(x), d)  # the draw counter is state: a checkpoint resumes the sequence
     again = LSHSelfAttention(32, heads=2, n_hashes=2, chunk_length=16, seed=3)
-    again.load_state_dict(layer.state_dict())
+    again.load_state_dict({**layer.state_dict(), "draws": torch.tensor(0)})
     torch.testing.assert_close(again.train()(x), c)
     fixed = LSHSelfAttention(32, heads=2, n_hashes=2, chunk_length=16, seed=3, resample=False)
     fixed.load_state_dict(layer.state_dict())

@@ -382,8 +382,9 @@ class LSHSelfAttention(nn.Module):
 
     Shared query/key and value projections (no bias, as in Reformer), :func:`lsh_attention`, and an
     output projection. ``n_buckets=None`` picks a power of two from L (Hugging Face's rule). Rotations come
-    from a generator seeded with ``seed``: a fresh draw per forward in training (reproducible from the seed;
-    ``resample=False`` keeps the eval draw in training too), the same draw in every eval forward. Set
+    from a generator seeded with ``seed``: a fresh draw per forward in training, seeded from ``seed`` and the
+    ``draws`` counter (a buffer, so a checkpoint resumes the same sequence of rotations; ``resample=False``
+    keeps the eval draw in training too), the same draw in every eval forward. Set
     ``store_attention = True`` to keep the effective dense attention ``(B, H, L, L)`` of the last call in
     ``last_attention`` (for attention rollout).
     """
@@ -406,14 +407,17 @@ class LSHSelfAttention(nn.Module):
         self.v = nn.Linear(dim, inner, bias=False)
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.train_generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.store_attention = False
         self.last_attention: torch.Tensor | None = None
 
     def rotations(self, n_buckets: int, device=None) -> torch.Tensor:
         """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw."""
-        fresh = self.training and self.resample
-        generator = self.train_generator if fresh else torch.Generator().manual_seed(self.seed)
+        seed = self.seed
+        if self.training and self.resample:
+            self.draws += 1
+            seed = (self.seed * 1_000_003 + int(self.draws)) % 2**63
+        generator = torch.Generator().manual_seed(seed)
         return random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets, generator, device)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
