@@ -104,12 +104,15 @@ class TrainConfig:
     val_views: str = "1x1"
     log_every_steps: int = 10
     device: str = "auto"
+    # Intra-op CPU threads per process (null: PyTorch's default, one per core). With data-loading workers
+    # on the same cores, fewer threads avoid oversubscription, which costs more than it gains on small CPUs.
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("max_steps", "micro_batch_size"):
+        for key in ("max_steps", "micro_batch_size", "num_threads"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1 or null, got {getattr(self, key)}")
         for key in ("num_workers", "checkpoint_every_steps", "eval_every_epochs"):

@@ -122,6 +122,8 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
     temporal, spatial = parse_views(views, "--views")
     data_cfg = dataclasses.replace(data_cfg or run_cfg.data, num_temporal_views=temporal, num_spatial_crops=spatial)
     use_ema = run_cfg.eval.use_ema if use_ema is None else use_ema
+    if run_cfg.train.num_threads:
+        torch.set_num_threads(run_cfg.train.num_threads)
     model, metadata = model_from_checkpoint(checkpoint, use_ema=use_ema)
     class_names = json.loads(metadata["classes"])
     _check_fits(model, data_cfg, checkpoint)

@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
 def train(cfg: RunConfig) -> Path:
     """Train as ``cfg`` says (in this process, or as one rank under ``torchrun``); return the run folder."""
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
     with distributed.session(cfg.train.device) as ctx:
         return Trainer(cfg, ctx).fit()
 
