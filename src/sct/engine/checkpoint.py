@@ -5,9 +5,10 @@ A checkpoint named ``step_00000120`` in ``run/checkpoints/`` is three files:
 - ``step_00000120.safetensors``: model weights; the header metadata holds the model name, its config,
   the class names and the resolved run config, so ``sct eval``/``sct predict`` need nothing else;
 - ``step_00000120.ema.safetensors``: EMA weights (only when EMA is on);
-- ``step_00000120.state.pt``: optimiser, schedule, grad-scaler, RNG and sampler position (tensors, dicts
-  and numbers only, so it loads with ``torch.load(weights_only=True)``). Written last: a checkpoint
-  counts as complete only once its state file exists.
+- ``step_00000120.state.pt``: optimiser, schedule, grad-scaler and sampler position (tensors, dicts and
+  numbers only, so it loads with ``torch.load(weights_only=True)``). No RNG state is needed: the engine
+  reseeds from ``(seed, rank, step)`` and models keep their random state in buffers. Written last: a
+  checkpoint counts as complete only once its state file exists.
 
 Each file goes to a temporary name, is fsynced, then renamed over the final name, so a crash (even
 SIGKILL) leaves either the old complete checkpoint or the new one, never a torn file.

@@ -6,9 +6,9 @@
 ``curves.png``, ``model.safetensors`` and ``summary.json``.
 
 Exactness: the data order is a function of ``(seed, epoch)``, augmentation of ``(seed, epoch, item)``,
-dropout of ``(seed, rank, step)`` (the global RNG is reseeded before every optimiser step), and the
-model's own generators (LSH rotations) are saved in each checkpoint. A resumed run therefore repeats
-the uninterrupted one bit for bit on a CPU.
+dropout of ``(seed, rank, step)`` (the global RNG is reseeded before every optimiser step), and random
+state a model keeps (LSH's rotation draw counter) is a buffer, saved with the weights. A resumed run
+therefore repeats the uninterrupted one bit for bit on a CPU.
 """
 
 from __future__ import annotations
@@ -85,23 +85,6 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     """Seed of the global RNG (dropout, drop-path) for optimiser step ``step`` on process ``rank``."""
     digest = hashlib.blake2b(f"{seed}:{rank}:{step}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def generator_states(model: nn.Module) -> dict[str, torch.Tensor]:
-    """States of the ``torch.Generator`` attributes a model keeps (e.g. LSH rotation draws), by name."""
-    return {
-        f"{name}.{attr}": value.get_state()
-        for name, module in model.named_modules()
-        for attr, value in vars(module).items()
-        if isinstance(value, torch.Generator)
-    }
-
-
-def set_generator_states(model: nn.Module, states: dict[str, torch.Tensor]) -> None:
-    modules = dict(model.named_modules())
-    for key, state in states.items():
-        name, _, attr = key.rpartition(".")
-        getattr(modules[name], attr).set_state(state)
 
 
 @dataclasses.dataclass
@@ -230,7 +213,6 @@ class Trainer:
         if self.ema is not None:
             ema = paths.ema if paths.ema.is_file() else paths.weights
             self.ema.load_state_dict(load_weights(ema)[0])
-        set_generator_states(self.model, state["generators"])
         self.tracker.update(state["bad_files"])
         self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         self.epoch_totals = torch.tensor(state["epoch_totals"], dtype=torch.float64)
@@ -422,7 +404,6 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "generators": generator_states(self.model),
                 "epoch_totals": self.epoch_totals.tolist(),
                 "bad_files": bad_files,
             }
