@@ -130,7 +130,7 @@ class Settings:
 def run_config(exp: Experiment, seed: int, settings: Settings, data_root: Path, out: Path):
     """The engine's RunConfig for one (experiment, seed): the demo recipe at this scale."""
     overrides = [
-        f"output_dir={out}", f"seed={seed}", f"model.name={exp.model}",
+        f"output_dir={out}", f"seed={seed}", f"model.name={exp.model}", "resume=auto",
         f"data.root={data_root}", "data.format=csv", f"data.num_frames={settings.clip_frames}",
         f"data.sampling_rate={settings.sampling_rate}", f"data.crop_size={settings.size}", "data.flip=false",
         "optim.name=adamw", f"optim.lr={settings.lr}", "optim.weight_decay=0.05", "optim.warmup_epochs=1",
