@@ -96,7 +96,7 @@ TABLES = {
              "temporal attention aggregation is much better than average pooling; X-ViT differs from TSM-ViT"),
     "bag": ("Bag of frames vs temporal models (no paper number)",
             [("bag_of_frames", "-"), ("tsm_avg", "-"), ("xvit_ta", "-"), ("sct", "-")],
-            "a model without temporal order can only tell the motion pair, not its direction"),
+            "a model without temporal order cannot tell a motion from its reverse"),
 }
 VIEW_MODELS = ("sct", "xvit_ta")
 # Run first (all seeds) so that a run stopped early still answers the main question: does temporal
