@@ -22,7 +22,7 @@ from sct.models.attention.dense import MultiHeadAttention, attention
 TEMPORAL_KINDS = ("shifted", "space", "time", "space_time_concat")
 
 
-class ShiftedMSA(nn.Module):
+class ShiftedMSA(MultiHeadAttention):
     """Eq. 6-7's attention: ``a_t = Concat_i Attention(Q_t^i, K_{t-s}^i, V_t^i) W_O``.
 
     ``x`` ``(B, T, N, C)`` (already layer-normed by the caller) -> ``(B, T, N, C)``. With
@@ -32,16 +32,8 @@ class ShiftedMSA(nn.Module):
 
     def __init__(self, dim: int, heads: int, dim_head: int | None = None, shift: int = 1,
                  qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        self.heads, self.shift = heads, shift
-        dim_head = dim_head or dim // heads
-        inner = heads * dim_head
-        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
-        self.proj = nn.Linear(inner, dim)
-        self.attn_drop = attn_drop
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.store_attention = False
-        self.last_attention: torch.Tensor | None = None
+        super().__init__(dim, heads, dim_head, qkv_bias, attn_drop, proj_drop)
+        self.shift = shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b t n (three h d) -> three b t h n d", three=3, h=self.heads)
