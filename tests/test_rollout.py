@@ -15,6 +15,7 @@ from sct.analysis.rollout import (
     rollout_dense,
     shift_step,
     temporal_step,
+    time_step,
 )
 
 
@@ -174,3 +175,22 @@ def test_heatmaps_share_one_range_over_the_clip():
     assert maps.max() == pytest.approx(1.0) and maps.min() == pytest.approx(0.0)
     assert maps[1].max() < 0.5  # frame 1's peak is judged against frame 0's, not its own
     assert (heatmaps(torch.ones(2, 3, 3), (6, 6)) == 0).all()
+
+
+def test_time_step_with_frame_cls_matches_explicit_map():
+    torch.manual_seed(0)
+    frames, tokens, heads = 3, 4, 2
+    time_attn = torch.randn(tokens - 1, heads, frames, frames).softmax(-1)
+    cls_attn = torch.randn(frames, heads, 1, tokens).softmax(-1)
+    r = torch.rand(frames, tokens, dtype=torch.float64)
+    a_time, a_cls = time_attn.double().mean(1), cls_attn.double().mean(1)[:, 0]
+    m = torch.zeros(frames * tokens, frames * tokens, dtype=torch.float64)
+    for t in range(frames):
+        for p in range(1, tokens):
+            m[t * tokens + p, p::tokens] += 0.5 * a_time[p - 1, t]
+            m[t * tokens + p, t * tokens + p] += 0.5
+        m[t * tokens, t * tokens:(t + 1) * tokens] += 0.5 * a_cls[t]
+        m[t * tokens, t * tokens] += 0.5
+    out = time_step(r, time_attn, cls_attn)
+    torch.testing.assert_close(out, (r.flatten() @ m).reshape(frames, tokens))
+    torch.testing.assert_close(out.sum(), r.sum())

@@ -7,6 +7,7 @@ import torch
 
 import sct
 from sct.errors import ConfigError
+from sct.models.attention.shifted import TEMPORAL_KINDS
 from sct.models.image_layers import GLOBAL_KINDS, LOCAL_KINDS
 from sct.models.registry import default_config
 from sct.models.sct import SCTConfig
@@ -114,3 +115,12 @@ def test_config_round_trips_through_dataclasses():
     c = SCTConfig(heads=[4, 6, 8, 8])
     assert c.heads == (4, 6, 8, 8)
     assert dataclasses.replace(c, embed_dim=48).embed_dim == 48
+
+
+@pytest.mark.parametrize("kind", TEMPORAL_KINDS)
+def test_every_temporal_kind_sees_the_clip(kind):
+    """The frame [CLS] must summarise the image under every temporal kind: different clips, different logits."""
+    torch.manual_seed(0)
+    model = _tiny(temporal_kind=kind).eval()
+    a, b = torch.randn(2, 1, 3, 4, 32, 32).unbind(0)
+    assert not torch.allclose(model(a), model(b))

@@ -62,6 +62,13 @@ def test_temporal_kinds_dependence_patterns():
     x2[:, 1, 0] += 1.0
     changed_tokens = (time(x2) - y).abs().amax(dim=(0, 1, 3)) > 1e-6
     assert changed_tokens.tolist() == [True, False, False]
+    # A patch changes its own position in every frame, and the [CLS] of its frame: the frame summary
+    # sees the image, as TimeSformer's [CLS] does.
+    x3 = x.clone()
+    x3[:, 1, 1] += 1.0
+    changed = (time(x3) - y).abs().amax(dim=(0, 3)) > 1e-6
+    assert changed[:, 1].all() and not changed[:, 2].any()
+    assert changed[:, 0].tolist() == [False, True, False, False]
 
 
 @pytest.mark.parametrize("kind", TEMPORAL_KINDS)

@@ -61,6 +61,22 @@ def dense_step(r: torch.Tensor, attn: torch.Tensor, residual: float = RESIDUAL) 
     return attended + kept
 
 
+def time_step(r: torch.Tensor, time_attn: torch.Tensor, cls_attn: torch.Tensor,
+              residual: float = RESIDUAL) -> torch.Tensor:
+    """Time attention with a per-frame [CLS]: ``r (T, N) -> (T, N)``, token 0 the [CLS].
+
+    Patch position ``p`` mixes the same position over frames (``time_attn (N - 1, H, T, T)``); the [CLS]
+    of frame ``t`` mixes the tokens of its own frame (``cls_attn (T, H, 1, N)``).
+    """
+    r = r.to(torch.float64)
+    out = torch.zeros_like(r)
+    out[:, 1:] = dense_step(r[:, 1:].T, time_attn, residual).T
+    attended, kept = _apply_attention(r[:, :1], head_average(cls_attn), residual)
+    out += attended
+    out[:, :1] += kept
+    return out
+
+
 def chunk_step(r: torch.Tensor, attn: torch.Tensor, chunk: tuple[int, int], residual: float = RESIDUAL) -> torch.Tensor:
     """ViLT chunk attention on a token grid: ``r (..., gh*m, gw*n)`` -> same shape.
 

@@ -124,7 +124,7 @@ def _temporal_step(layer: nn.Module, r: torch.Tensor, shifted_reading: str) -> t
             offsets = {-attn_module.shift: 1.0} if shifted_reading == "keys" else {0: 1.0}
             return ro.temporal_step(r, _weights(attn_module), offsets, cyclic=True, residual=residual)
         if isinstance(attn_module, TimeMSA):
-            return ro.dense_step(r.T, _weights(attn_module), residual).T
+            return ro.time_step(r, _weights(attn_module), _weights(attn_module, "last_cls_attention"), residual)
         if isinstance(attn_module, SpaceTimeConcat):
             # Concatenated halves projected back: each half carries half of the relevance.
             return 0.5 * step(attn_module.space, r) + 0.5 * step(attn_module.time, r)

@@ -49,14 +49,19 @@ class ShiftedMSA(MultiHeadAttention):
 
 
 class TimeMSA(nn.Module):
-    """Attention along time at each token position: ``(B, T, N, C) -> (B, T, N, C)``.
+    """Time attention (TimeSformer's): each patch position attends over the same position in every frame.
 
-    ``last_attention`` (with ``store_attention``): ``(B, N, H, T, T)``.
+    ``(B, T, N, C) -> (B, T, N, C)`` with token 0 the frame's [CLS]. A [CLS] taken along time would only
+    ever meet other [CLS] tokens, so the frame summary read by the clip encoder would ignore the image;
+    as in TimeSformer, the [CLS] token attends over the tokens of its own frame instead. With
+    ``store_attention``: ``last_attention`` ``(B, N - 1, H, T, T)`` for the patch positions and
+    ``last_cls_attention`` ``(B, T, H, 1, N)`` for the [CLS] tokens.
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int | None = None):
         super().__init__()
         self.msa = MultiHeadAttention(dim, heads, dim_head)
+        self.last_cls_attention: torch.Tensor | None = None
 
     @property
     def store_attention(self) -> bool:
@@ -71,8 +76,14 @@ class TimeMSA(nn.Module):
         return self.msa.last_attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.msa(rearrange(x, "b t n c -> b n t c"))
-        return rearrange(y, "b n t c -> b t n c")
+        msa = self.msa
+        q, k, v = rearrange(msa.qkv(x), "b t n (three h d) -> three b t h n d", three=3, h=msa.heads)
+        drop = msa.attn_drop if self.training else 0.0
+        qt, kt, vt = (rearrange(z[..., 1:, :], "b t h n d -> b n h t d") for z in (q, k, v))
+        patches, msa.last_attention = attention(qt, kt, vt, None, drop, msa.store_attention)
+        cls, self.last_cls_attention = attention(q[..., :1, :], k, v, None, drop, msa.store_attention)
+        out = torch.cat([cls, rearrange(patches, "b n h t d -> b t h n d")], dim=-2)
+        return msa.proj_drop(msa.proj(rearrange(out, "b t h n d -> b t n (h d)")))
 
 
 class SpaceTimeConcat(nn.Module):
