@@ -124,8 +124,8 @@ class ViTSCTConfig:
     """SCT Tables 1/4: ViT-B (or L) frames -> ``temporal_depth`` shifted-MSA layers -> clip encoder.
 
     Everything after the frame encoder is SCT's (Table 3: shifted MSA with 8 heads of 64, clip encoder
-    D' = 192, MLP 768, 4 layers, 8 heads; Eq. 7's shifted layer has no attention residual unless
-    ``temporal_residual``).
+    D' = 192, MLP 768, 4 layers, 8 heads; the shifted layer keeps its attention residual as SCT's does
+    by default, see docs/architecture.md reading 4; ``temporal_residual=False`` is Eq. 7 literally).
     """
 
     num_classes: int = 400
@@ -142,7 +142,7 @@ class ViTSCTConfig:
     temporal_heads: int = 8
     temporal_dim_head: int | None = 64
     shift_frames: int = 1
-    temporal_residual: bool = False
+    temporal_residual: bool = True
     clip_dim: int = 192
     clip_mlp_dim: int = 768
     clip_depth: int = 4
