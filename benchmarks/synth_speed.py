@@ -95,6 +95,20 @@ def small_cnn(channels: int, num_classes: int) -> torch.nn.Module:
                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, num_classes))
 
 
+def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int) -> torch.nn.Module:
+    """AdamW + one-cycle schedule over ``epochs`` of shuffled batches; returns the model in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * -(-len(x) // batch_size))
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x)).split(batch_size):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+            schedule.step()
+    return model.eval()
+
+
 def fit_and_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int,
                     epochs: int = 15) -> np.ndarray:
     """Train a small 2D CNN on summaries ``(N, C, 32, 32)``; returns test logits ``(M, classes)``."""
@@ -102,18 +116,7 @@ def fit_and_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray
     mean, std = train_x.mean((0, 2, 3), keepdims=True), train_x.std((0, 2, 3), keepdims=True) + 1e-6
     x, xt = (torch.from_numpy((a - mean) / std) for a in (train_x, test_x))
     y = torch.from_numpy(train_y)
-    model = small_cnn(x.shape[1], num_classes)
-    steps_per_epoch = -(-len(x) // 32)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps_per_epoch)
-    for _ in range(epochs):
-        model.train()
-        for batch in torch.randperm(len(x)).split(32):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-            schedule.step()
-    model.eval()
+    model = fit(small_cnn(x.shape[1], num_classes), x, y, epochs, batch_size=32)
     with torch.no_grad():
         return model(xt).numpy()
 
@@ -176,17 +179,7 @@ def rotation_check(scratch: Path, counts: tuple[int, ...] = (100, 300), epochs: 
                         classes=["rotate_clockwise", "rotate_anticlockwise"], progress=False)
         (x, y), (xt, yt) = load_clips(root, "train"), load_clips(root, "test")
         torch.manual_seed(0)
-        model = tiny_3d_cnn(2)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * -(-len(x) // 16))
-        for _ in range(epochs):
-            model.train()
-            for batch in torch.randperm(len(x)).split(16):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-                opt.step()
-                schedule.step()
-        model.eval()
+        model = fit(tiny_3d_cnn(2), x, y, epochs, batch_size=16)
         with torch.no_grad():
             accuracy = (model(xt).argmax(1) == yt).float().mean().item()
         rows.append([count, len(y) // 2, len(yt), f"{100 * accuracy:.0f}%"])
