@@ -124,3 +124,22 @@ def test_every_temporal_kind_sees_the_clip(kind):
     model = _tiny(temporal_kind=kind).eval()
     a, b = torch.randn(2, 1, 3, 4, 32, 32).unbind(0)
     assert not torch.allclose(model(a), model(b))
+
+
+@pytest.mark.parametrize("model_name", ["sct_tiny", "xvit_b16"])
+def test_weight_init_scales_with_width_or_is_timms(model_name):
+    small = dict(num_classes=5, num_frames=4, img_size=32) if model_name == "sct_tiny" else dict(
+        num_classes=5, num_frames=4, img_size=32, patch_size=8, dim=64, depth=1, heads=4)
+    xavier = sct.create_model(model_name, **small, weight_init="xavier")
+    timm = sct.create_model(model_name, **small, weight_init="trunc_normal")
+    for xv, tn in zip(xavier.modules(), timm.modules()):
+        if isinstance(xv, torch.nn.Linear) and xv.weight.numel() > 1000:
+            fan_out, fan_in = xv.weight.shape
+            assert xv.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.1)
+            assert tn.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    with pytest.raises(ConfigError, match="weight_init"):
+        sct.create_model(model_name, **small, weight_init="kaiming")
+
+
+def test_sct_defaults_to_xavier_init():
+    assert SCTConfig().weight_init == "xavier"

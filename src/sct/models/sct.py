@@ -20,7 +20,7 @@ from torch import nn
 
 from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS, temporal_attention
-from sct.models.blocks import PatchEmbed, TransformerLayer
+from sct.models.blocks import WEIGHT_INITS, PatchEmbed, TransformerLayer, init_weights
 from sct.models.heads import ClipEncoder
 from sct.models.image_layers import GLOBAL_KINDS, LOCAL_KINDS, image_layers
 from sct.models.pooling import LinearPooling
@@ -34,6 +34,8 @@ class SCTConfig:
     ``heads`` / ``dim_heads`` are per component, in Table 3's order: ViLT, image LSH (also the dense
     global layer), temporal (shifted MSA), clip encoder. ``dim_heads`` entries of None mean width // heads.
     Stage widths: D doubles at each linear pooling; every MLP is ``mlp_ratio`` x its width.
+    ``weight_init`` (the paper is silent; it fine-tunes ImageNet weights): ``xavier`` lets the narrow
+    models train from scratch, ``trunc_normal`` is timm's std-0.02 init (see ``blocks.init_weights``).
     """
 
     num_classes: int = 400
@@ -65,6 +67,7 @@ class SCTConfig:
     clip_depth: int = 4
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    weight_init: str = "xavier"
     seed: int = 0
 
     def __post_init__(self):
@@ -82,6 +85,7 @@ class SCTConfig:
             _check(0.0 <= getattr(self, name) < 1.0, name, "in [0, 1)")
         _check(self.local_kind in LOCAL_KINDS, "local_kind", f"one of {LOCAL_KINDS}")
         _check(self.global_kind in GLOBAL_KINDS, "global_kind", f"one of {GLOBAL_KINDS}")
+        _check(self.weight_init in WEIGHT_INITS, "weight_init", f"one of {WEIGHT_INITS}")
         _check(self.temporal_kind in TEMPORAL_KINDS, "temporal_kind", f"one of {TEMPORAL_KINDS}")
         for name in ("num_poolings", "local_blocks", "global_blocks"):
             _check(getattr(self, name) <= self.num_blocks, name, f"<= num_blocks ({self.num_blocks})")
@@ -200,7 +204,7 @@ class SCT(nn.Module):
         self.num_features = c.temporal_widths()[-1]
         self.clip_encoder = ClipEncoder(self.num_features, c.clip_dim, c.clip_depth, c.heads[3], c.clip_mlp_dim,
                                         c.num_frames, c.num_classes, c.dim_heads[3], c.drop_rate, rates[used:])
-        self.apply(_init_weights)
+        init_weights(self, c.weight_init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` -> per-frame [CLS] features ``(B, T, C)`` (Eq. 7's ``a'_{t,1}``)."""
@@ -220,13 +224,6 @@ class SCT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` normalised frames -> logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 SCT_S = SCTConfig()

@@ -23,7 +23,7 @@ from sct.errors import ConfigError
 from sct.models.attention.dense import MultiHeadAttention
 from sct.models.attention.divided import DividedSpaceTimeAttention
 from sct.models.attention.mixing import SpaceTimeMixingAttention
-from sct.models.blocks import PatchEmbed, TransformerLayer
+from sct.models.blocks import PatchEmbed, TransformerLayer, init_weights
 from sct.models.temporal_shift import TemporalShift
 
 TEMPORAL_KINDS = ("space", "mixing", "tsm", "divided")
@@ -59,7 +59,7 @@ class ViTEncoder(nn.Module):
                  heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, temporal: str = "space",
                  n_div: int = 8, mixing_layout: str = "global", summary_token: bool = False,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 norm_eps: float = 1e-6):
+                 norm_eps: float = 1e-6, weight_init: str = "trunc_normal"):
         super().__init__()
         if temporal not in TEMPORAL_KINDS:
             raise ConfigError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
@@ -92,7 +92,7 @@ class ViTEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
+        init_weights(self, weight_init)
         for block in self.blocks:
             if isinstance(block.attn, DividedSpaceTimeAttention):
                 block.attn.zero_temporal_fc()
@@ -125,13 +125,3 @@ class ViTEncoder(nn.Module):
         for block in self.blocks:
             tokens = block(self.shift(tokens))
         return self.norm(tokens)
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

@@ -17,7 +17,7 @@ from torch import nn
 from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
-from sct.models.blocks import TransformerLayer
+from sct.models.blocks import WEIGHT_INITS, TransformerLayer, init_weights
 from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
 from sct.models.registry import register
 from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
@@ -38,6 +38,7 @@ class VideoViTConfig:
       clip CLS, so this is TimeSformer's head) | ``summary_token`` (X-ViT's summary tokens added to every
       mixing attention layer, then ``average``).
     - ``drop_rate``: dropout before the classifier (X-ViT's temporal attention head uses 0.5).
+    - ``weight_init``: ``trunc_normal`` (timm's, for pretrained-size models) | ``xavier`` (narrow models from scratch).
     """
 
     num_classes: int = 400
@@ -57,6 +58,7 @@ class VideoViTConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-6
+    weight_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -82,6 +84,8 @@ def _check_common(config: VideoViTConfig | ViTSCTConfig) -> None:
             raise ConfigError(f"model option {name} must be in [0, 1), got {getattr(config, name)!r}")
     if config.mlp_ratio <= 0:
         raise ConfigError(f"model option mlp_ratio must be > 0, got {config.mlp_ratio!r}")
+    if config.weight_init not in WEIGHT_INITS:
+        raise ConfigError(f"model option weight_init must be one of {WEIGHT_INITS}, got {config.weight_init!r}")
 
 
 class VideoViT(nn.Module):
@@ -98,13 +102,14 @@ class VideoViT(nn.Module):
             img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
             heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal=temporal, n_div=n_div,
             mixing_layout=c.mixing_layout, summary_token=summary, attn_drop_rate=c.attn_drop_rate,
-            drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps,
+            drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps, weight_init=c.weight_init,
         )
         if c.head == "temporal_attention":
             self.head = TemporalAttentionAggregation(c.dim, c.num_classes, c.heads, c.mlp_ratio, c.drop_rate,
                                                      c.norm_eps)
         else:
             self.head = TemporalAveragePooling(c.dim, c.num_classes, c.drop_rate)
+        init_weights(self.head, c.weight_init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features ``(B, T, C)`` (after the final LayerNorm)."""
@@ -151,6 +156,7 @@ class ViTSCTConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-6
+    weight_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -173,6 +179,7 @@ class ViTSCT(nn.Module):
             img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
             heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal="space",
             attn_drop_rate=c.attn_drop_rate, drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps,
+            weight_init=c.weight_init,
         )
         kind = "space" if c.shift_frames == 0 and c.temporal_kind == "shifted" else c.temporal_kind
         self.temporal = nn.ModuleList(
@@ -184,6 +191,8 @@ class ViTSCT(nn.Module):
         )
         self.clip_encoder = ClipEncoder(c.dim, c.clip_dim, c.clip_depth, c.clip_heads, c.clip_mlp_dim,
                                         c.num_frames, c.num_classes, drop_rate=c.drop_rate)
+        init_weights(self.temporal, c.weight_init)
+        init_weights(self.clip_encoder, c.weight_init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features after the shifted MSA ``(B, T, C)``."""
