@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from conftest import frame_index, index_frame, write_video
 from sct.data.datasets import DataConfig, build_dataset, collate
+from sct.data.video_cache import DecodedVideoCache
 from sct.errors import ConfigError
 
 CLASSES = ["left", "right"]
@@ -117,7 +118,7 @@ def test_frames_dir_source(tmp_path):
 @pytest.mark.parametrize("field,value", [("format", "youtube"), ("num_frames", 0), ("short_video", "bounce"),
                                          ("num_spatial_crops", 2), ("train_short_side", (320, 256)),
                                          ("max_bad_fraction", 1.5), ("std", (1.0, 0.0, 1.0)),
-                                         ("train_crop", "centre")])
+                                         ("train_crop", "centre"), ("cache_mb", -1)])
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=f"data.{field}"):
         DataConfig(**{field: value})
@@ -144,3 +145,37 @@ def test_all_views_of_a_video_share_one_decode(dataset_dir, monkeypatch):
     apart = [ds[i]["video"] for i in range(18)]
     assert len(opened) == 2 + 6
     assert all(torch.equal(a, b) for a, b in zip(together, apart))
+
+
+def _count_opens(monkeypatch) -> list:
+    import sct.data.datasets as datasets
+
+    opened = []
+    real_open = datasets.open_video
+    monkeypatch.setattr(datasets, "open_video", lambda path, *a: opened.append(path) or real_open(path, *a))
+    return opened
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_video_cache_gives_the_readers_frames_and_opens_each_file_once(dataset_dir, monkeypatch, split):
+    opened = _count_opens(monkeypatch)
+    plain = build_dataset(_cfg(dataset_dir, num_temporal_views=2), split)
+    cached = build_dataset(_cfg(dataset_dir, num_temporal_views=2, cache_mb=1), split)
+    for epoch in range(3):  # a new random clip start every epoch
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            assert torch.equal(plain[i]["video"], cached[i]["video"])
+    assert len(cached.video_cache) == 6 and cached.video_cache.used_bytes == 6 * 30 * 30 * 40 * 3
+    assert opened.count(plain.paths[0]) == 3 + 1  # plain: once per epoch (all test views in one pass)
+
+
+def test_video_cache_past_its_budget_reads_directly(dataset_dir, monkeypatch):
+    opened = _count_opens(monkeypatch)
+    ds = build_dataset(_cfg(dataset_dir), "train")
+    ds.video_cache = DecodedVideoCache(2 * 30 * 30 * 40 * 3)  # room for two of the six videos
+    plain = build_dataset(_cfg(dataset_dir), "train")
+    for _ in range(2):
+        assert all(torch.equal(ds[i]["video"], plain[i]["video"]) for i in range(6))
+    assert len(ds.video_cache) == 2
+    assert len(opened) == 2 + 2 * 4 + 2 * 6

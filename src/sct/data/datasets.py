@@ -31,6 +31,7 @@ from sct.data import transforms as T
 from sct.data.annotations import FORMATS, Annotations, read_annotations, read_classes_file
 from sct.data.frames import open_video
 from sct.data.sampling import SHORT_VIDEO_MODES, ClipSampler
+from sct.data.video_cache import DecodedVideoCache
 from sct.errors import ConfigError, DataQualityError, VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class DataConfig:
     max_replacements: int = 10
     seed: int = 0
     decode_threads: str = "AUTO"
+    cache_mb: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -91,11 +93,12 @@ class DataConfig:
 
         if self.format != "auto" and self.format not in FORMATS:
             raise bad("format", f"must be auto or one of {', '.join(FORMATS)}")
-        for field in ("num_frames", "sampling_rate", "crop_size", "num_temporal_views", "split", "max_replacements"):
+        for field in ("num_frames", "sampling_rate", "crop_size", "num_temporal_views", "split", "max_replacements",
+                      "cache_mb"):
             value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if field == "max_replacements"
-                                                                                 else 1):
-                raise bad(field, "must be a positive integer")
+            least = 0 if field in ("max_replacements", "cache_mb") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise bad(field, "must be a positive integer" if least else "must be an integer >= 0")
         if self.target_fps is not None and not self.target_fps > 0:
             raise bad("target_fps", "must be > 0 or null")
         if not self.frames_fps > 0:
@@ -217,6 +220,7 @@ class VideoDataset(Dataset):
         self.epoch = 0
         self._known_bad: dict[str, str] = {}
         self._view_cache: tuple[int | None, dict[int, torch.Tensor]] = (None, {})
+        self.video_cache = DecodedVideoCache(cfg.cache_mb * 2**20) if cfg.cache_mb else None
 
     @property
     def num_videos(self) -> int:
@@ -313,7 +317,12 @@ class VideoDataset(Dataset):
         path = self.paths[index]
         if path in self._known_bad:
             raise VideoDecodeError(f"{path}: {self._known_bad[path]}")
-        with open_video(self._source(index), self.cfg.frames_fps, self.cfg.decode_threads) as reader:
+        def open_reader():
+            return open_video(self._source(index), self.cfg.frames_fps, self.cfg.decode_threads)
+
+        if self.video_cache is not None:
+            return torch.from_numpy(self.video_cache.read(path, open_reader, times_of))
+        with open_reader() as reader:
             return torch.from_numpy(reader.read(times_of(reader.info)))
 
     def _crop(self, frames: torch.Tensor, box: T.Box) -> torch.Tensor:
