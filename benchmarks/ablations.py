@@ -41,6 +41,9 @@ from sct.engine.train import train  # noqa: E402
 # A ViT small enough for this machine: 64 wide, 4 layers, 4 heads, 8x8 patches (16 tokens at 32 px); like
 # sct_tiny it starts from the width-scaled xavier init (timm's std 0.02 leaves it at chance for long).
 TINY_VIT = {"dim": 64, "depth": 4, "heads": 4, "patch_size": 8, "weight_init": "xavier"}
+# The demo's pairs first; the rotating pair last (the demo leaves it out: too fine at 32 px).
+CLASS_ORDER = tuple(c for c in DEFAULT_CLASSES if not c.startswith("rotate")) + tuple(
+    c for c in DEFAULT_CLASSES if c.startswith("rotate"))
 # sct_tiny as the demo runs it at 32 px: one 8 x 8 ViLT chunk per frame.
 TINY_SCT = {"chunk_size": 8}
 
@@ -109,19 +112,20 @@ CORE = ("sct", "sct_space", "bag_of_frames", "xvit_ta")
 
 @dataclasses.dataclass
 class Settings:
-    """The miniature protocol: the demo recipe on the easy end of the synthetic set (no noise, no
-    distractor) and its two translation pairs, which a single frame cannot tell apart."""
+    """The miniature protocol: the demo's data and recipe (its 8 classes, noise and distractor) with
+    fewer clips. On the translation pairs alone sct_tiny stayed at chance for 1,200 steps while X-ViT
+    learnt them; with the other pairs beside them it learns all four (docs/ablations.md)."""
 
-    classes: int = 4  # the first 2 motion pairs
-    videos_per_class: int = 200
-    noise: float = 0.0
-    distractor: bool = False
-    splits: tuple[float, float, float] = (0.6, 0.1, 0.3)
+    classes: int = 8  # the first classes of CLASS_ORDER: 4 time-reversed pairs, as the demo
+    videos_per_class: int = 150
+    noise: float = 0.04
+    distractor: bool = True
+    splits: tuple[float, float, float] = (0.7, 0.1, 0.2)
     video_frames: int = 24
     clip_frames: int = 8
     sampling_rate: int = 2  # a clip spans 16 of the 24 frames, so temporal test views differ
     size: int = 32
-    epochs: int = 15
+    epochs: int = 30
     batch_size: int = 16
     lr: float = 0.0003  # the demo recipe's finding: from scratch, lr >= 1e-3 collapses to the label prior
     views: tuple[str, ...] = ("1x1", "2x1", "4x1")
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_root = generate(work / "data", videos_per_class=settings.videos_per_class, seed=0,
                          num_frames=settings.video_frames, size=settings.size, progress=False,
-                         classes=DEFAULT_CLASSES[:settings.classes], splits=settings.splits,
+                         classes=CLASS_ORDER[:settings.classes], splits=settings.splits,
                          noise=settings.noise, distractor=settings.distractor)
     classes = len((data_root / "classes.txt").read_text().split())
     cache_path = work / "results.jsonl"
