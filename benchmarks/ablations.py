@@ -191,12 +191,14 @@ def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: 
         f"{'/'.join(f'{f:.0%}' for f in settings.splits)}), {settings.video_frames}-frame "
         f"{settings.size}x{settings.size} videos; clips of {settings.clip_frames} frames, "
         f"{settings.sampling_rate} apart; "
+        f"noise {settings.noise}, distractor {'on' if settings.distractor else 'off'}; "
         f"{settings.epochs} epochs of AdamW (lr {settings.lr}, batch {settings.batch_size}), from scratch; "
         f"test top-1 at {main_view} views; seeds {', '.join(map(str, seeds))}; "
         f"{len(results)} runs, {wall / 60:.0f} min of training and testing on this machine's CPU.",
-        f"Models: `sct_tiny` at {settings.clip_frames} frames x {settings.size} px; ViT family at "
+        f"Models: `sct_tiny` at {settings.clip_frames} frames x {settings.size} px with ViLT chunks of "
+        f"{TINY_SCT['chunk_size']}x{TINY_SCT['chunk_size']} tiny patches; ViT family at "
         f"{TINY_VIT['dim']} wide, {TINY_VIT['depth']} layers, {TINY_VIT['heads']} heads, "
-        f"{TINY_VIT['patch_size']}x{TINY_VIT['patch_size']} patches.",
+        f"{TINY_VIT['patch_size']}x{TINY_VIT['patch_size']} patches; every model with xavier init.",
         "",
     ]
     for title, rows, claim in TABLES.values():
