@@ -317,6 +317,7 @@ class VideoDataset(Dataset):
         path = self.paths[index]
         if path in self._known_bad:
             raise VideoDecodeError(f"{path}: {self._known_bad[path]}")
+
         def open_reader():
             return open_video(self._source(index), self.cfg.frames_fps, self.cfg.decode_threads)
 

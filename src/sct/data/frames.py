@@ -20,6 +20,13 @@ from sct.errors import VideoDecodeError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def frame_indices(times: Sequence[float] | np.ndarray, fps: float, count: int) -> np.ndarray:
+    """Index of the frame on screen at each of ``times`` (seconds) in a run of ``count`` frames at a
+    constant ``fps``, frame ``i`` showing during ``[i / fps, (i + 1) / fps)``; clamped to the run."""
+    idx = np.floor(np.asarray(times, dtype=np.float64) * fps + 1e-4).astype(np.int64)
+    return np.clip(idx, 0, count - 1)
+
+
 class FrameFolderReader:
     """Frames of a folder sorted by file name, read at nominal rate ``fps``."""
 
@@ -50,8 +57,7 @@ class FrameFolderReader:
 
     def read(self, times: Sequence[float]) -> np.ndarray:
         """uint8 ``(T, H, W, 3)``: the frame on screen at each time in ``times`` (seconds)."""
-        idx = np.floor(np.asarray(times, dtype=np.float64) * self.info.fps + 1e-4).astype(np.int64)
-        idx = np.clip(idx, 0, len(self.files) - 1)
+        idx = frame_indices(times, self.info.fps, len(self.files))
         unique, inverse = np.unique(idx, return_inverse=True)
         images = [np.asarray(self._open(self.files[i])) for i in unique]
         shapes = {im.shape for im in images}
