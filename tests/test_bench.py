@@ -5,7 +5,15 @@ import json
 import pytest
 import torch
 
-from sct.analysis.bench import BenchSettings, PeakMemory, format_report, memory_now, run_bench, write_report
+from sct.analysis.bench import (
+    BenchSettings,
+    PeakMemory,
+    bench_in_process,
+    format_report,
+    memory_now,
+    run_bench,
+    write_report,
+)
 from sct.cli import main as cli_main
 from sct.errors import ConfigError
 
@@ -57,3 +65,10 @@ def test_failed_model_is_a_row_not_a_crash():
 def test_cli_bench_unknown_model_is_a_user_error(capsys):
     assert cli_main(["bench", "no_such_model", "--frames", "2", "--size", "16"]) == 1
     assert "no_such_model" in capsys.readouterr().err
+
+
+def test_batch_one_reuses_the_latency_timings():
+    settings = BenchSettings(**{**_TINY_SETTINGS, "batch": 1})
+    result = bench_in_process("vit_b16_frames", settings, _TINY_VIT)
+    assert result["throughput"] == result["latency"]
+    assert result["clips_per_s"] == pytest.approx(1 / result["latency"]["median_s"])

@@ -174,7 +174,9 @@ def bench_in_process(name: str, settings: BenchSettings, overrides: dict[str, An
     # Memory is measured before anything else runs a forward pass, against what the model and inputs hold.
     baseline = memory_now(settings.device)
     latency = _measure(runner, small, settings, settings.repeats, baseline)
-    throughput = _measure(runner, big, settings, max(3, settings.repeats // 3), baseline)
+    # At batch 1 the throughput run would repeat the latency run; its clips/s come from the same timings.
+    throughput = (latency if settings.batch == 1
+                  else _measure(runner, big, settings, max(3, settings.repeats // 3), baseline))
     macs, _ = count_macs(model.cpu(), small.cpu())
     return {"model": name, "params": count_params(model), "macs": macs, "latency": latency,
             "throughput": throughput, "clips_per_s": settings.batch / throughput["median_s"],
