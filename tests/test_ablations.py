@@ -51,3 +51,14 @@ def test_settings_fingerprint_changes_with_the_protocol():
     base = ablations.Settings()
     assert base.fingerprint() == ablations.Settings().fingerprint()
     assert base.fingerprint() != ablations.Settings(epochs=base.epochs + 1).fingerprint()
+    # how finished runs are tested is not part of it: a new view grid re-tests them, it does not retrain
+    assert base.fingerprint() == ablations.Settings(view_grid=("1x1",), grid_short_side=40).fingerprint()
+
+
+def test_view_table_reads_the_view_grid():
+    settings = ablations.Settings(view_grid=("1x1", "2x3"))
+    results = [{"experiment": "sct", "seed": s, "top1": {"1x1": 10.0}, "view_grid": {"1x1": 20.0, "2x3": v},
+                "seconds": 1} for s, v in enumerate((30.0, 50.0))]
+    text = ablations.format_doc(results, settings, [0, 1], 2, 8).split("## Test views")[1]
+    assert "| 1x1 | 2x3 |" in text and "short side of 37 px" in text
+    assert "| 20.0 +- 0.0 | 40.0 +- 14.1 |" in text
