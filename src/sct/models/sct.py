@@ -149,6 +149,15 @@ class FrameBlock(nn.Module):
             nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, grid: torch.Tensor, cls: torch.Tensor | None, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, (h, w) = self.frame_part(grid, cls)
+        tokens = rearrange(tokens, "(b t) n c -> b t n c", t=frames)
+        for layer in self.temporal:
+            tokens = layer(tokens)
+        return split_tokens(rearrange(tokens, "b t n c -> (b t) n c"), h, w)
+
+    def frame_part(self, grid: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The block's per-frame work, before its temporal layers: ``grid (B*T, H, W, C)``, ``cls (B*T, C)``
+        or None -> tokens ``(B*T, 1 + H'W', C')`` ([CLS] first) and the grid size ``(H', W')``."""
         for part in (self.local, self.global_):
             if part is not None:
                 grid, cls = part(grid, cls)
@@ -157,13 +166,13 @@ class FrameBlock(nn.Module):
             cls = None if cls is None else self.pool.pool_token(cls)
         if cls is None:
             cls = self.cls_token.expand(grid.shape[0], -1)
-        h, w = grid.shape[1:3]
         tokens = torch.cat([cls[:, None], rearrange(grid, "n h w c -> n (h w) c")], dim=1)
-        tokens = rearrange(tokens, "(b t) n c -> b t n c", t=frames)
-        for layer in self.temporal:
-            tokens = layer(tokens)
-        tokens = rearrange(tokens, "b t n c -> (b t) n c")
-        return rearrange(tokens[:, 1:], "n (h w) c -> n h w c", h=h, w=w), tokens[:, 0]
+        return tokens, tuple(grid.shape[1:3])
+
+
+def split_tokens(tokens: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens ``(N, 1 + h*w, C)`` -> grid ``(N, h, w, C)`` and [CLS] ``(N, C)``."""
+    return rearrange(tokens[:, 1:], "n (h w) c -> n h w c", h=h, w=w), tokens[:, 0]
 
 
 class SCT(nn.Module):
@@ -211,13 +220,15 @@ class SCT(nn.Module):
                                         c.num_frames, c.num_classes, c.dim_heads[3], c.drop_rate, rates[used:])
         init_weights(self, c.weight_init)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames ``(N, 3, H, W)`` -> tiny-patch grid ``(N, H / p, W / p, C)`` (zero-padded to a multiple of p)."""
+        p = self.config.patch_size
+        return self.patch_embed(F.pad(x, (0, (p - x.shape[-1] % p) % p, 0, (p - x.shape[-2] % p) % p)))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` -> per-frame [CLS] features ``(B, T, C)`` (Eq. 7's ``a'_{t,1}``)."""
         frames = x.shape[2]
-        x = rearrange(x, "b c t h w -> (b t) c h w")
-        p = self.config.patch_size
-        x = F.pad(x, (0, (p - x.shape[-1] % p) % p, 0, (p - x.shape[-2] % p) % p))  # no negative operand: ONNX
-        grid, cls = self.patch_embed(x), None
+        grid, cls = self.embed(rearrange(x, "b c t h w -> (b t) c h w")), None
         for block in self.blocks:
             grid, cls = block(grid, cls, frames)
         return rearrange(cls, "(b t) c -> b t c", t=frames)
