@@ -101,15 +101,16 @@ def checkpoint_export_source(checkpoint: str | Path, frames: int | None, size: i
     return model, _metadata(metadata["model"], model, json.loads(metadata["classes"]), run_cfg)
 
 
-def model_export_source(name: str, frames: int | None, size: int | None,
-                        num_classes: int | None) -> tuple[nn.Module, dict[str, str]]:
-    """A registered model with random weights, and the metadata of its export (class names ``class_<i>``)."""
+def model_export_source(name: str, frames: int | None = None, size: int | None = None,
+                        num_classes: int | None = None, **overrides) -> tuple[nn.Module, dict[str, str]]:
+    """A registered model with random weights (``overrides``: config fields), and the metadata of its export
+    (class names ``class_<i>``)."""
     import sct
 
     if name not in sct.list_models():
         raise SCTError(f"--model: unknown model {name!r}; choose from {', '.join(sct.list_models())}")
-    overrides = {k: v for k, v in (("num_frames", frames), ("img_size", size), ("num_classes", num_classes)) if v}
-    model = sct.create_model(name, **overrides)
+    sizes = {k: v for k, v in (("num_frames", frames), ("img_size", size), ("num_classes", num_classes)) if v}
+    model = sct.create_model(name, **sizes, **overrides)
     c = model.config
     run_cfg = load_config(None, [f"model.name={name}", f"data.num_frames={c.num_frames}",
                                  f"data.crop_size={c.img_size}"])
