@@ -73,6 +73,8 @@ class _Reader(threading.Thread):
                         pass
 
     def run(self) -> None:
+        # The thread owns the container: a stalled source may block it inside a read, where closing the
+        # container from another thread would pull the buffers from under it.
         end = StreamEnd("ended", "the source has no more frames")
         try:
             for frame in self.container.decode(self.stream):
@@ -83,6 +85,8 @@ class _Reader(threading.Thread):
                 self._put((float(frame.time), frame.to_ndarray(format="rgb24")))
         except (av.error.FFmpegError, OSError) as err:
             end = StreamEnd("broke", f"{type(err).__name__}: {err}")
+        finally:
+            self.container.close()
         self._put(end)
 
 
@@ -93,34 +97,32 @@ def read_frames(source: str, *, stall_timeout: float = 10.0, input_format: str |
     ``info``, when given, receives the :class:`SourceInfo` once the source is open.
     """
     container = _open(source, input_format, options or {})
-    try:
-        if not container.streams.video:
-            raise VideoDecodeError(f"stream source {source!r} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        meta = SourceInfo(source, stream)
-        if info is not None:
-            info.append(meta)
-        reader = _Reader(container, stream, meta.live)
-        reader.start()
-        count = 0
-        try:
-            while True:
-                wait_start = time.monotonic()
-                try:
-                    item = reader.frames.get(timeout=stall_timeout)
-                except queue.Empty:
-                    waited = time.monotonic() - wait_start
-                    return StreamEnd("stalled", f"no frame for {waited:.1f} s", count, reader.dropped)
-                if isinstance(item, StreamEnd):
-                    item.frames, item.dropped = count, reader.dropped
-                    return item
-                count += 1
-                yield item
-        finally:
-            reader.stop.set()
-    finally:
+    if not container.streams.video:
         container.close()
+        raise VideoDecodeError(f"stream source {source!r} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    meta = SourceInfo(source, stream)
+    if info is not None:
+        info.append(meta)
+    reader = _Reader(container, stream, meta.live)
+    reader.start()
+    count = 0
+    try:
+        while True:
+            wait_start = time.monotonic()
+            try:
+                item = reader.frames.get(timeout=stall_timeout)
+            except queue.Empty:
+                waited = time.monotonic() - wait_start
+                return StreamEnd("stalled", f"no frame for {waited:.1f} s", count, reader.dropped)
+            if isinstance(item, StreamEnd):
+                item.frames, item.dropped = count, reader.dropped
+                return item
+            count += 1
+            yield item
+    finally:
+        reader.stop.set()
 
 
 class Resampler:
