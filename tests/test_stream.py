@@ -40,12 +40,20 @@ def _streamed(classifier, frames, stride=1):
     return out
 
 
-@pytest.mark.parametrize("overrides", [{}, {"shift_frames": 2, "temporal_depth": 2}], ids=["s1", "s2x2"])
-def test_cyclic_reuse_equals_the_model_on_each_window(overrides):
-    model = _model("cyclic", **overrides)
-    frames = torch.randn(3, LENGTH, 32, 32)
+SHIFTS = pytest.mark.parametrize("overrides", [{}, {"shift_frames": 2, "temporal_depth": 2}], ids=["s1", "s2x2"])
+
+
+def _auto(shift_mode, overrides, expected):
+    """The model, random frames ``(3, LENGTH, 32, 32)`` and the strategy ``--reuse auto`` picks (checked)."""
+    model = _model(shift_mode, **overrides)
     classifier = window_classifier(model, WINDOW)
-    assert isinstance(classifier, CyclicReuse)
+    assert type(classifier) is expected
+    return model, torch.randn(3, LENGTH, 32, 32), classifier
+
+
+@SHIFTS
+def test_cyclic_reuse_equals_the_model_on_each_window(overrides):
+    model, frames, classifier = _auto("cyclic", overrides, CyclicReuse)
     streamed = _streamed(classifier, frames, stride=2)
     assert sorted(streamed) == list(range(WINDOW - 1, LENGTH, 2))
     with torch.inference_mode():
@@ -53,12 +61,9 @@ def test_cyclic_reuse_equals_the_model_on_each_window(overrides):
             torch.testing.assert_close(logits, model(frames[None, :, e - WINDOW + 1:e + 1])[0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"shift_frames": 2, "temporal_depth": 2}], ids=["s1", "s2x2"])
+@SHIFTS
 def test_causal_reuse_equals_the_clip_encoder_on_the_offline_features_of_the_stream(overrides):
-    model = _model("causal", **overrides)
-    frames = torch.randn(3, LENGTH, 32, 32)
-    classifier = window_classifier(model, WINDOW)
-    assert isinstance(classifier, CausalReuse)
+    model, frames, classifier = _auto("causal", overrides, CausalReuse)
     history = receptive_field(model.config)
     assert history == model.config.shift_frames * model.config.temporal_depth * model.config.num_blocks
     with torch.inference_mode():
