@@ -174,7 +174,10 @@ def export_onnx(model: nn.Module, output: str | Path, *, metadata: dict[str, str
     Raises :class:`ExportError` (and writes nothing) when the model cannot be traced or the graph differs
     from PyTorch on the check inputs.
     """
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("onnx is not installed; `pip install sct[deploy]`") from None
 
     if opset < MIN_OPSET:
         raise ExportError(f"--opset must be >= {MIN_OPSET}, got {opset}")
