@@ -135,16 +135,24 @@ def main(argv: list[str] | None = None) -> int:
     json_path = Path(args.doc).with_name("bench_deploy.json")
     report = json.loads(json_path.read_text()) if json_path.is_file() else {}
     report.update(machine=describe_machine(), threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d"))
+    def save() -> None:  # after every measurement, so a stopped run keeps what it measured
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        update_doc_section(args.doc, "deploy", format_doc(report), title="Deployment: onnxruntime and `sct stream`")
+
     if args.only in (None, "runtime"):
+        report["runtime"] = []
         with tempfile.TemporaryDirectory() as work:
-            report["runtime"] = [bench_runtime(label, name, args.frames, args.size, args.batch, args.repeats,
-                                               Path(work)) for label, (name, _) in RUNTIME_MODELS.items()]
+            for label, (name, _) in RUNTIME_MODELS.items():
+                report["runtime"].append(bench_runtime(label, name, args.frames, args.size, args.batch, args.repeats,
+                                                       Path(work)))
+                save()
     if args.only in (None, "stream"):
-        strides = [int(s) for s in args.strides.split(",")]
-        report["stream"] = [bench_stream(strategy, args.window, stride, args.size, -(-args.timed_frames // stride))
-                            for stride in strides for strategy in ("recompute", "cyclic reuse", "causal reuse")]
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    update_doc_section(args.doc, "deploy", format_doc(report), title="Deployment: onnxruntime and `sct stream`")
+        report["stream"] = []
+        for stride in [int(s) for s in args.strides.split(",")]:
+            for strategy in ("recompute", "cyclic reuse", "causal reuse"):
+                report["stream"].append(bench_stream(strategy, args.window, stride, args.size,
+                                                     -(-args.timed_frames // stride)))
+                save()
     print(f"wrote {args.doc} and {json_path}")
     return 0
 
