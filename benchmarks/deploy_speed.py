@@ -5,10 +5,10 @@
    repetition by repetition in one process (same threads), so their ratio is fair on a busy machine.
 2. ``stream``: SCT-S at 224, window 24, stride 1 and 8: sustained model frames per second of the three
    strategies of :mod:`sct.deploy.reuse` (recompute every window; cyclic reuse; causal reuse, with the
-   ``shift_mode=causal`` SCT-S), each timed over whole stride periods after its window has filled.
+   ``shift_mode=causal`` SCT-S), from their timed per-frame and per-window work after the window filled.
 
     .venv/bin/python benchmarks/deploy_speed.py                 # both, writes docs/benchmarks.md + JSON
-    .venv/bin/python benchmarks/deploy_speed.py --only stream --repeats 2
+    .venv/bin/python benchmarks/deploy_speed.py --only stream --pushes 4 --windows 1
 
 Writes the ``deploy`` section of docs/benchmarks.md and docs/bench_deploy.json.
 """
@@ -64,8 +64,13 @@ def bench_runtime(label: str, name: str, frames: int, size: int, batch: int, rep
             **{f"{kind}_b{b}_s": med[kind, b] for kind, b in med}}
 
 
-def bench_stream(strategy: str, window: int, stride: int, size: int, periods: int) -> dict:
-    """Model frames per second of one strategy over ``periods`` stride periods after the window filled."""
+def bench_stream(strategy: str, window: int, strides: list[int], size: int, pushes: int, windows: int) -> list[dict]:
+    """Sustained model frames/s of one strategy at each stride, from its timed per-frame and per-window work.
+
+    After the window has filled and one warm-up classification, ``pushes`` frames and ``windows``
+    classifications are timed; a stride-K period costs ``K * push + classify``, so frames/s =
+    ``K / (K * push + classify)``.
+    """
     shift_mode = "causal" if strategy == "causal reuse" else "cyclic"
     model, _ = model_export_source("sct_s", window, size, shift_mode=shift_mode)
     model.eval()
@@ -73,19 +78,18 @@ def bench_stream(strategy: str, window: int, stride: int, size: int, periods: in
     classifier = kind(model, window)
     gen = torch.Generator().manual_seed(0)
     frame = lambda: torch.randn(3, size, size, generator=gen)  # noqa: E731
-    for _ in range(window):  # fill the window; the first classification warms up
+    for _ in range(window):
         classifier.push(frame())
     classifier.classify()
-    start = time.perf_counter()
-    for _ in range(periods):
-        for _ in range(stride):
-            classifier.push(frame())
-        classifier.classify()
-    seconds = time.perf_counter() - start
-    fps = periods * stride / seconds
-    print(f"[stream] {strategy}, window {window}, stride {stride}: {fps:.2f} frames/s", flush=True)
-    return {"strategy": strategy, "window": window, "stride": stride, "size": size, "frames": periods * stride,
-            "seconds": seconds, "frames_per_second": fps}
+    push = statistics.mean(_seconds(lambda: classifier.push(frame())) for _ in range(pushes))
+    classify = statistics.mean(_seconds(classifier.classify) for _ in range(windows))
+    rows = []
+    for stride in strides:
+        fps = stride / (stride * push + classify)
+        print(f"[stream] {strategy}, window {window}, stride {stride}: {fps:.3f} frames/s", flush=True)
+        rows.append({"strategy": strategy, "window": window, "stride": stride, "size": size, "push_s": push,
+                     "classify_s": classify, "pushes": pushes, "windows": windows, "frames_per_second": fps})
+    return rows
 
 
 def format_doc(report: dict) -> str:
@@ -107,12 +111,14 @@ def format_doc(report: dict) -> str:
                   ""]
     if report.get("stream"):
         base = {r["stride"]: r["frames_per_second"] for r in report["stream"] if r["strategy"] == "recompute"}
-        rows = [[r["strategy"], r["window"], r["stride"], f"{r['frames_per_second']:.2f}",
-                 f"{r['frames_per_second'] / base[r['stride']]:.1f}x" if r["stride"] in base else "-",
-                 f"{r['frames']} frames, {r['seconds']:.0f} s"] for r in report["stream"]]
-        lines += [f"`sct stream` work reuse, SCT-S at {report['stream'][0]['size']} px (batch 1, random weights):", "",
-                  markdown_table(["strategy", "window", "stride", "frames/s", "vs recompute", "measured over"], rows),
-                  ""]
+        rows = [[r["strategy"], r["window"], r["stride"], f"{r['push_s'] * 1000:.0f}", f"{r['classify_s'] * 1000:.0f}",
+                 f"{r['frames_per_second']:.3f}",
+                 f"{r['frames_per_second'] / base[r['stride']]:.1f}x" if r["stride"] in base else "-"]
+                for r in sorted(report["stream"], key=lambda r: r["stride"])]
+        lines += [f"`sct stream` work reuse, SCT-S at {report['stream'][0]['size']} px (batch 1, random weights; "
+                  "frames/s = K / (K x per-frame ms + per-window ms) at stride K):", "",
+                  markdown_table(["strategy", "window", "stride", "per-frame ms", "per-window ms", "frames/s",
+                                  "vs recompute"], rows), ""]
     return "\n".join(lines)
 
 
@@ -125,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--window", type=int, default=24)
     parser.add_argument("--strides", default="1,8")
-    parser.add_argument("--timed-frames", type=int, default=8,
-                        help="frames timed per stream measurement (rounded up to whole strides)")
+    parser.add_argument("--pushes", type=int, default=8, help="frames timed per stream strategy")
+    parser.add_argument("--windows", type=int, default=2, help="window classifications timed per stream strategy")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
@@ -148,11 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                 save()
     if args.only in (None, "stream"):
         report["stream"] = []
-        for stride in [int(s) for s in args.strides.split(",")]:
-            for strategy in ("recompute", "cyclic reuse", "causal reuse"):
-                report["stream"].append(bench_stream(strategy, args.window, stride, args.size,
-                                                     -(-args.timed_frames // stride)))
-                save()
+        for strategy in ("recompute", "cyclic reuse", "causal reuse"):
+            report["stream"] += bench_stream(strategy, args.window, [int(s) for s in args.strides.split(",")],
+                                             args.size, args.pushes, args.windows)
+            save()
     print(f"wrote {args.doc} and {json_path}")
     return 0
 
