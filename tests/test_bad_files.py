@@ -14,7 +14,7 @@ from conftest import write_audio_only, write_video
 from sct.cli import main as cli_main
 from sct.data.datasets import BadFileTracker, DataConfig, build_dataset
 from sct.data.decode import decode_frames
-from sct.errors import DataQualityError, VideoDecodeError
+from sct.errors import AnnotationError, DataQualityError, VideoDecodeError
 
 
 def _faststart_video(path, num_frames=40):
@@ -137,3 +137,18 @@ def test_data_check_cli_clean_dataset(tmp_path, capsys):
     write_video(tmp_path / "a" / "x.mp4", num_frames=10)
     assert cli_main(["data", "check", str(tmp_path), "--format", "folder"]) == 0
     assert "1 of 1 videos ok, 0 bad" in capsys.readouterr().out
+
+
+def test_data_check_applies_the_class_list_train_reads(tmp_path, capsys):
+    write_video(tmp_path / "videos" / "x.mp4", num_frames=10)
+    (tmp_path / "train.csv").write_text("path,label\nvideos/x.mp4,jump\n")
+    (tmp_path / "classes.txt").write_text("run\nwalk\n")
+    cfg = DataConfig(root=str(tmp_path), num_frames=4, sampling_rate=1, crop_size=16)
+    with pytest.raises(AnnotationError) as train_error:
+        build_dataset(cfg, "train")
+    assert cli_main(["data", "check", str(tmp_path / "train.csv")]) == 1
+    err = capsys.readouterr().err
+    assert str(train_error.value) in err and "label 'jump' is not in the class list" in err
+    (tmp_path / "other.txt").write_text("jump\n")  # an explicit class list wins, as data.classes does for train
+    assert cli_main(["data", "check", str(tmp_path / "train.csv"), "--classes", str(tmp_path / "other.txt")]) == 0
+    assert "1 of 1 videos ok, 0 bad (1 classes)" in capsys.readouterr().out

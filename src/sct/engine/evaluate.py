@@ -37,7 +37,7 @@ from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_chec
 from sct.engine.distributed import DistContext, shard_indices
 from sct.engine.metrics import VideoScores, add_views, merge_scores, summarize
 from sct.engine.plots import plot_confusion
-from sct.errors import CheckpointError, ConfigError
+from sct.errors import CheckpointError, ConfigError, DataQualityError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +128,10 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
     class_names = json.loads(metadata["classes"])
     _check_fits(model, data_cfg, checkpoint)
     dataset = build_dataset(data_cfg, split)
+    if dataset.num_videos == 0:
+        raise DataQualityError(
+            f"the {split} split ({Path(data_cfg.root) / getattr(data_cfg, split)}) lists no videos: nothing to "
+            f"evaluate (check data.root and data.{split})")
     if list(dataset.class_names) != class_names:
         raise CheckpointError(
             f"checkpoint {checkpoint} was trained on {len(class_names)} classes "
