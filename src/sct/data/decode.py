@@ -102,6 +102,8 @@ class VideoReader:
             kinds = sorted({s.type for s in self._container.streams}) or ["none"]
             raise VideoDecodeError(f"{self.path}: no video stream (streams: {', '.join(kinds)})")
         stream = self._container.streams.video[0]
+        if stream.codec_context is None:
+            raise VideoDecodeError(f"{self.path}: no decoder for the video stream (codec unknown or damaged header)")
         stream.thread_type = self._threads
         return stream
 
