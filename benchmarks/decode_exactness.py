@@ -22,9 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from conftest import frame_index  # noqa: E402
-from ffmpeg_videos import RECIPES, ffmpeg_timeline, make_video  # noqa: E402
-from test_decode_exact import _query_times  # noqa: E402
-
+from ffmpeg_videos import RECIPES, ffmpeg_timeline, make_video, query_times  # noqa: E402
 from sct.analysis.report import markdown_table  # noqa: E402
 from sct.data import decode  # noqa: E402
 from sct.errors import SCTError  # noqa: E402
@@ -45,7 +43,7 @@ def count_wrong(reader_class, path: Path) -> tuple[int, int]:
     """(wrong reads, reads) over the query times of ``path``; a read that raises counts as wrong."""
     timeline = ffmpeg_timeline(path)
     with reader_class(path) as reader:
-        times = _query_times(timeline, reader.info.duration)
+        times = query_times(timeline, reader.info.duration)
         wrong = 0
         for t in times:
             try:

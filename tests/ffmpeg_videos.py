@@ -130,3 +130,11 @@ def ffmpeg_timeline(path: Path) -> Timeline:
     if len(frames) != len(times) or np.any(np.diff(times) <= 0):
         raise RuntimeError(f"{path}: ffprobe and ffmpeg disagree on the frames ({len(times)} vs {len(frames)})")
     return Timeline(np.array(times), [frame_index(f) for f in frames])
+
+
+def query_times(timeline: Timeline, duration: float) -> np.ndarray:
+    """Each frame's own time, 1 ms before it, and half-way to the next one (every boundary from both
+    sides), within ``[0, duration)``."""
+    t = timeline.times
+    times = np.concatenate([t, t - 1e-3, (t[:-1] + t[1:]) / 2, [0.0]])
+    return np.unique(times[(times >= 0) & (times < duration)])

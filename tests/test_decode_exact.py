@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import frame_index
-from ffmpeg_videos import RECIPES, ffmpeg_timeline, make_video, needs_ffmpeg
+from ffmpeg_videos import RECIPES, ffmpeg_timeline, make_video, needs_ffmpeg, query_times
 from sct.data.decode import VideoReader
 from sct.data.sampling import ClipSampler
 
@@ -27,13 +27,6 @@ def ffmpeg_files(tmp_path_factory):
     return {name: (paths[name], timelines[name]) for name in paths}
 
 
-def _query_times(timeline, duration: float) -> np.ndarray:
-    """Each frame's own time, just before it, and half-way to the next one: every boundary from both sides."""
-    t = timeline.times
-    times = np.concatenate([t, t - 1e-3, (t[:-1] + t[1:]) / 2, [0.0]])
-    return np.unique(times[(times >= 0) & (times < duration)])
-
-
 def _wrong(reader, timeline, times) -> list[str]:
     frames = reader.read(times)
     return [f"t={t:.3f}: got frame {frame_index(f)}, ffmpeg shows {timeline.shown_at(t)}"
@@ -44,7 +37,7 @@ def _wrong(reader, timeline, times) -> list[str]:
 def test_single_time_reads_match_ffmpeg(ffmpeg_files, name):
     path, timeline = ffmpeg_files[name]
     with VideoReader(path) as reader:
-        times = _query_times(timeline, reader.info.duration)
+        times = query_times(timeline, reader.info.duration)
         wrong = [w for t in times for w in _wrong(reader, timeline, [t])]
     assert not wrong, f"{path.name}: {len(wrong)} of {len(times)} reads wrong:\n" + "\n".join(wrong[:20])
 
@@ -58,7 +51,7 @@ def test_clips_match_ffmpeg_to_their_last_frame(ffmpeg_files, name):
         for sampler in (ClipSampler(8, 2), ClipSampler(8, 5, short_video="repeat"), ClipSampler(16, 1)):
             for view in range(5):
                 wrong += _wrong(reader, timeline, sampler.view_times(info.duration, info.fps, view, 5))
-        wrong += _wrong(reader, timeline, _query_times(timeline, info.duration))  # everything in one pass
+        wrong += _wrong(reader, timeline, query_times(timeline, info.duration))  # everything in one pass
     assert not wrong, f"{path.name}: " + "\n".join(wrong[:20])
 
 
