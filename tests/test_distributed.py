@@ -124,3 +124,20 @@ def test_evaluation_counts_bad_files_over_all_processes(data, tmp_path):
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert sorted(path for path, _ in result["bad_files"]) == sorted(broken)
     assert (result["num_videos"], result["num_failed"]) == (3, 2)
+
+
+def test_left_out_clips_give_the_single_process_steps(data, tmp_path):
+    # Train rows 0 and 1 are bad and never replaced; with seed 0 they come at positions 1 and 9 of the
+    # epoch's order, so at steps 0 and 4 process 1 has no clip at all and takes part with a zero weight.
+    assert epoch_order(12, seed=0, epoch=0).tolist().index(0) // 2 != epoch_order(12, 0, 0).tolist().index(1) // 2
+    root, _ = _damaged_copy(data, tmp_path / "data", "train", 2)
+    settings = ("train.epochs=1", "train.eval_every_epochs=0", "train.batch_size=2", "data.max_replacements=0",
+                "data.max_bad_fraction=0.2", "model.global_kind=dense", "optim.lr=0.05", "optim.warmup_epochs=0")
+    _run(sct_command("train", *run_overrides(root, tmp_path / "one", *settings)))
+    _run(_torchrun("train", *run_overrides(root, tmp_path / "two", *settings)))
+    one, two = ([(r["loss"], r["grad_norm"]) for r in read_metrics(tmp_path / name / "metrics.jsonl")
+                 if r["type"] == "step"] for name in ("one", "two"))
+    assert len(one) == len(two) == 6
+    torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-5)  # the gradient norm is taken before clipping
+    for name in ("one", "two"):
+        assert json.loads((tmp_path / name / "summary.json").read_text())["dropped_clips"] == 2
