@@ -5,14 +5,15 @@ The learning test uses synthetic reversal pairs whose motion takes 4 frames at a
 lands on a still stretch, one frame per segment always sees the object before and after the motion.
 """
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 from conftest import frame_index, write_video
-from sct.data.datasets import DataConfig, build_dataset, collate
+from sct.data.datasets import DataConfig, build_dataset
 from sct.data.decode import VideoReader
 from sct.data.sampling import SegmentSampler
 from sct.data.synthetic import generate
@@ -85,54 +86,26 @@ def test_a_segment_clip_is_decoded_with_one_seek(video_factory):
 
 # ---- a learner that needs the whole video ----------------------------------------------------------------
 
-PAIR = ["move_right", "move_left"]
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "segment_sampling.py"
+_spec = importlib.util.spec_from_file_location("segment_sampling", _PATH)
+segment_sampling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(segment_sampling)
 
 
 @pytest.fixture(scope="module")
 def stretched_set(tmp_path_factory):
-    """2 reversal classes x 100 videos of 64 frames (32 x 32) whose motion takes 4 of them; 40 train, 60 test."""
+    """One reversal pair x 100 videos of 64 frames (32 x 32) whose motion takes 4 of them; 40 train, 60 test."""
     return generate(tmp_path_factory.mktemp("stretched"), videos_per_class=100, num_frames=64, motion_frames=4,
-                    size=32, classes=PAIR, noise=0.02, distractor=False, workers=2, splits=(0.4, 0.0, 0.6),
-                    progress=False)
-
-
-def _probe() -> nn.Module:
-    """``(B, 3, 8, 32, 32)`` -> ``(B, 2)``: two per-frame convolutions down to a 4 x 4 map that keeps where
-    things are, then one linear layer over every frame and position (it can weigh late against early)."""
-    return nn.Sequential(
-        nn.Conv3d(3, 8, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.ReLU(),
-        nn.Conv3d(8, 8, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.ReLU(),
-        nn.AdaptiveAvgPool3d((None, 4, 4)), nn.Flatten(), nn.Linear(8 * 8 * 16, 2),
-    )
-
-
-def _train_and_test(root, sampling: str, epochs: int = 25) -> float:
-    """Test top-1 (%) of the probe trained on clips of ``sampling`` (8 frames; clips at the native rate)."""
-    cfg = DataConfig(root=str(root), sampling=sampling, num_frames=8, sampling_rate=1, crop_size=32,
-                     train_short_side=(32, 32), flip=False, cache_mb=64, seed=0)
-    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
-    torch.manual_seed(0)
-    model = _probe()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for epoch in range(epochs):
-        train.set_epoch(epoch)
-        for batch in DataLoader(train, batch_size=16, shuffle=True, collate_fn=collate,
-                                generator=torch.Generator().manual_seed(epoch)):
-            loss = nn.functional.cross_entropy(model(batch["video"]), batch["label"])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.inference_mode():
-        batch = collate([test[i] for i in range(len(test))])
-        return 100.0 * (model(batch["video"]).argmax(1) == batch["label"]).float().mean().item()
+                    size=32, classes=["move_right", "move_left"], noise=0.02, distractor=False, workers=2,
+                    splits=(0.4, 0.0, 0.6), progress=False)
 
 
 def test_segments_learn_a_brief_motion_that_fixed_rate_clips_mostly_miss(stretched_set):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: more threads only contend with the tests running beside
     try:
-        segment = _train_and_test(stretched_set, "segment")
-        clip = _train_and_test(stretched_set, "clip")
+        segment = segment_sampling.train_and_test(stretched_set, "segment")
+        clip = segment_sampling.train_and_test(stretched_set, "clip")
     finally:
         torch.set_num_threads(threads)
     # Measured: segment 92.5%, clip 51% (chance 50%). A centre clip overlaps the 4 moving frames in about
