@@ -63,6 +63,7 @@ def test_each_status_and_the_json_listing(finished, tmp_path, capsys):
         f.write(json.dumps({"type": "diverged", "epoch": 1, "step": 7, "loss": float("nan")}) + "\n")
     os.utime(runs["diverged"] / "metrics.jsonl", (HOUR_AGO, HOUR_AGO))
     (lab / "finished" / "eval_test_2x3").mkdir()  # outputs inside a run are not runs
+    (lab / "finished" / "eval_test_2x3" / "eval.json").write_text(json.dumps({"top1": 66.7, "views": "2x3"}))
     (lab / "notes").mkdir()
 
     assert find_runs(lab) == sorted(runs.values())
@@ -80,6 +81,7 @@ def test_each_status_and_the_json_listing(finished, tmp_path, capsys):
     vals = [json.loads(line)["val_top1"] for line in (finished / "metrics.jsonl").read_text().splitlines()
             if json.loads(line)["type"] == "epoch"]
     assert row["best_val_top1"] == max(vals) and row["data"].endswith("synth6")
+    assert row["evals"] == {"test_2x3": 66.7} and listing["killed"]["evals"] == {}
     assert next(iter(listing)) == "fresh", "newest first"
 
 

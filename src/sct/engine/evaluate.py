@@ -127,7 +127,11 @@ def _checkpoint_step(checkpoint: Path) -> int:
 
 def _board_result(checkpoint: Path, result: dict[str, Any], class_names: list[str]) -> None:
     """The top-1 and the confusion image under ``eval/<split>_<views>/`` in the run's TensorBoard events."""
-    board = TensorBoardLog(run_folder(checkpoint) / "tensorboard")
+    try:
+        board = TensorBoardLog(run_folder(checkpoint) / "tensorboard")
+    except ConfigError as err:  # the run was trained with TensorBoard, this environment lacks it
+        print(f"sct eval: warning: results not added to the run's TensorBoard events: {err}", file=sys.stderr)
+        return
     step, tag = _checkpoint_step(checkpoint), f"eval/{result['split']}_{result['views']}"
     try:
         board.scalar(f"{tag}/top1", result["top1"], step)

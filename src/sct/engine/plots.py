@@ -46,7 +46,8 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
     """The confusion matrix ``(C, C)`` (rows true class, columns predicted), each row normalised to 1."""
     matrix = np.asarray(matrix, dtype=float)
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.45 * len(class_names) + 2)
+    # Past 40 classes the labels are left out, and a fixed size keeps the image readable and small.
+    size = max(4.0, 0.45 * len(class_names) + 2) if len(class_names) <= 40 else 10.0
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)

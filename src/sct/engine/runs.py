@@ -2,8 +2,8 @@
 
 A run folder is a directory holding ``config.yaml`` and ``metrics.jsonl`` or ``checkpoints/`` (what
 ``sct train`` writes); folders inside a run (checkpoints, eval outputs, TensorBoard events) are not
-searched. Each run shows its model, data root, epochs and optimiser steps reached, best validation top-1
-and a status:
+searched. Each run shows its model, data root, epochs and optimiser steps reached, best validation top-1,
+the video top-1 of each ``sct eval`` written into it (``eval_<split>_<views>/eval.json``) and a status:
 
 - ``running``: a live process holds it. ``run.lock`` names its owner (pid and host): on this host the
   pid must be alive; a lock on another host, or a folder without a lock file, counts as running when
@@ -54,6 +54,7 @@ class RunInfo:
     status: str
     detail: str
     updated: float  # seconds since the epoch (the newest of metrics.jsonl, summary.json, checkpoints)
+    evals: dict[str, float] = dataclasses.field(default_factory=dict)  # "<split>_<views>" -> video top-1
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,6 +130,17 @@ def _read_summary(folder: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
+def _read_evals(folder: Path) -> dict[str, float]:
+    """Video top-1 of every ``eval_<split>_<views>/eval.json`` in the run folder, by ``<split>_<views>``."""
+    evals = {}
+    for path in sorted(folder.glob("eval_*/eval.json")):
+        try:
+            evals[path.parent.name.removeprefix("eval_")] = float(json.loads(path.read_text())["top1"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return evals
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -154,7 +166,7 @@ def describe_run(folder: Path, active_seconds: float = 600.0) -> RunInfo:
         path=str(folder), model=str((config.get("model") or {}).get("name", "?")),
         data=str(data_cfg.get("root", "?")), epoch=epochs_done[-1]["epoch"] if epochs_done else 0,
         epochs=train_cfg.get("epochs"), step=step, best_val_top1=best[0], best_val_epoch=best[1],
-        status=status, detail=detail, updated=updated,
+        status=status, detail=detail, updated=updated, evals=_read_evals(folder),
     )
 
 
@@ -199,15 +211,17 @@ def _age(seconds: float) -> str:
 
 def format_table(runs: list[RunInfo], base: Path) -> str:
     """The text table of ``sct runs`` (paths relative to ``base``)."""
-    headers = ["run", "model", "data", "epoch", "step", "best val top-1", "status", "updated", "detail"]
+    headers = ["run", "model", "data", "epoch", "step", "best val top-1", "eval top-1", "status", "updated",
+               "detail"]
     now = time.time()
     rows = []
     for run in runs:
         rel = os.path.relpath(run.path, base)
         epoch = f"{run.epoch}/{run.epochs}" if run.epochs else str(run.epoch)
         best = f"{run.best_val_top1:.1f} (ep {run.best_val_epoch})" if run.best_val_top1 is not None else "-"
-        rows.append([rel, run.model, run.data, epoch, str(run.step), best, run.status, _age(now - run.updated),
-                     run.detail])
+        evals = ", ".join(f"{name} {top1:.1f}" for name, top1 in run.evals.items()) or "-"
+        rows.append([rel, run.model, run.data, epoch, str(run.step), best, evals, run.status,
+                     _age(now - run.updated), run.detail])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
