@@ -20,6 +20,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "predict": ("sct.engine.predict", "top-k labels for video files (PyTorch or onnxruntime)"),
     "export": ("sct.deploy.export", "a checkpoint or model as an ONNX file (needs sct[deploy])"),
     "stream": ("sct.deploy.stream", "online recognition of a video file or live source: a timeline of labels"),
+    "runs": ("sct.engine.runs", "the run folders under a directory: model, data, progress, best val, status"),
     "demo": ("sct.engine.demo", "synthesise data, train sct_tiny, evaluate: the whole loop in minutes"),
     "profile": ("sct.analysis.flops", "parameters and GFLOPs per model and per module"),
     "bench": ("sct.analysis.bench", "latency, throughput and memory of models"),
