@@ -77,6 +77,14 @@ class TransformerLayer(nn.Module):
 WEIGHT_INITS = ("xavier", "trunc_normal")
 
 
+def parameters_named(module: nn.Module, leaf_names: tuple[str, ...]) -> set[str]:
+    """Full names of the parameters of ``module`` whose last name component is one of ``leaf_names``.
+
+    Models build their ``no_weight_decay()`` from it: the tokens and embeddings they own by name.
+    """
+    return {name for name, _ in module.named_parameters() if name.rsplit(".", 1)[-1] in leaf_names}
+
+
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Initialise every ``nn.Linear`` of ``model`` (biases to zero) and reset its LayerNorms.
 

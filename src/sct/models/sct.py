@@ -20,11 +20,14 @@ from torch import nn
 
 from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS, temporal_attention
-from sct.models.blocks import WEIGHT_INITS, PatchEmbed, TransformerLayer, init_weights
+from sct.models.blocks import WEIGHT_INITS, PatchEmbed, TransformerLayer, init_weights, parameters_named
 from sct.models.heads import ClipEncoder
 from sct.models.image_layers import GLOBAL_KINDS, LOCAL_KINDS, image_layers
 from sct.models.pooling import LinearPooling
 from sct.models.registry import register
+
+# The four components with their own head count, in the order of ``SCTConfig.heads`` (Table 3's order).
+COMPONENTS = ("ViLT", "LSH", "temporal", "clip")
 
 
 @dataclass
@@ -97,12 +100,21 @@ class SCTConfig:
                "heads", "four positive integers (ViLT, LSH, temporal, clip)")
         _check(len(self.dim_heads) == 4 and all(d is None or (isinstance(d, int) and d >= 1) for d in self.dim_heads),
                "dim_heads", "four entries, each None or a positive integer")
-        widths = {0: [self.embed_dim], 1: [self.embed_dim], 2: self.temporal_widths(), 3: [self.clip_dim]}
-        for i, component in enumerate(("ViLT", "LSH", "temporal", "clip")):
+        _check(self.shift_frames < self.num_frames, "shift_frames",
+               f"< num_frames ({self.num_frames}): a roll by a whole clip is no shift at all")
+        _check(not (self.drop_path_rate > 0 and not self.temporal_residual), "drop_path_rate",
+               "0 when temporal_residual=False (dropping the only branch would zero the token stream)")
+        for i, (component, widths) in enumerate(zip(COMPONENTS, self.component_widths())):
             if self.dim_heads[i] is None:
-                for w in widths[i]:
+                for w in widths:
                     _check(w % self.heads[i] == 0, "heads",
-                           f"a divisor of the {component} width {w} (or set dim_heads[{i}])")
+                           f"a divisor of every {component} width {sorted(set(widths))} (or set dim_heads[{i}])")
+
+    def component_widths(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """The widths each component's attention runs at, in ``COMPONENTS`` order (empty when absent)."""
+        local = [self.block_width(b) for b in range(self.local_blocks)] if self.local_kind != "none" else []
+        global_ = [self.block_width(b) for b in range(self.global_blocks)] if self.global_kind != "none" else []
+        return local, global_, self.temporal_widths(), [self.clip_dim]
 
     def block_width(self, block: int) -> int:
         """Width of block ``block``'s image part (before its pooling)."""
@@ -119,6 +131,14 @@ class SCTConfig:
         if self.temporal_kind == "shifted" and (self.temporal_depth == 0 or self.shift_frames == 0):
             return "space"
         return self.temporal_kind
+
+
+def literal(config: SCTConfig) -> SCTConfig:
+    """The paper's letter (§4): every block is M ViLT layers, an image LSH layer and a linear pooling,
+    then its shifted MSA; every head is width / heads wide (Table 3 gives head counts only)."""
+    n = config.num_blocks
+    return dataclasses.replace(config, local_blocks=n, global_blocks=n, num_poolings=n,
+                               dim_heads=(None, None, None, None))
 
 
 def _check(ok: bool, field: str, expected: str) -> None:
@@ -206,6 +226,10 @@ class SCT(nn.Module):
                                         c.num_frames, c.num_classes, c.dim_heads[3], c.drop_rate, rates[used:])
         init_weights(self, c.weight_init)
 
+    def no_weight_decay(self) -> set[str]:
+        """Learnt tokens and position embeddings (ViLT's chunk positions, the [CLS] tokens, ``E'_pos``)."""
+        return parameters_named(self, ("pos_embed", "cls_token"))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` -> per-frame [CLS] features ``(B, T, C)`` (Eq. 7's ``a'_{t,1}``)."""
         frames = x.shape[2]
@@ -227,10 +251,18 @@ class SCT(nn.Module):
 
 
 SCT_S = SCTConfig()
-register("sct_s", SCT, SCT_S)
-register("sct_m", SCT, dataclasses.replace(SCT_S, embed_dim=128, vilt_depth=6, heads=(4, 8, 8, 8)))
-register("sct_l", SCT, dataclasses.replace(SCT_S, embed_dim=192, heads=(4, 6, 8, 8)))
-register("sct_tiny", SCT, dataclasses.replace(
+SCT_M = dataclasses.replace(SCT_S, embed_dim=128, vilt_depth=6, heads=(4, 8, 8, 8))
+SCT_L = dataclasses.replace(SCT_S, embed_dim=192, heads=(4, 6, 8, 8))
+SCT_TINY = dataclasses.replace(
     SCT_S, num_classes=10, num_frames=16, img_size=64, chunk_size=4, embed_dim=32, vilt_depth=1, heads=(2, 2, 2, 2),
     dim_heads=(None, None, None, None), num_blocks=2, num_poolings=2, lsh_hashes=1, lsh_chunk_length=32,
-    clip_dim=64, clip_mlp_dim=128, clip_depth=1))
+    clip_dim=64, clip_mlp_dim=128, clip_depth=1)
+register("sct_s", SCT, SCT_S)
+register("sct_m", SCT, SCT_M)
+register("sct_l", SCT, SCT_L)
+register("sct_tiny", SCT, SCT_TINY)
+# The paper's letter (docs/architecture.md, reading 1): ViLT, LSH and pooling in every block.
+register("sct_s_literal", SCT, literal(SCT_S))
+register("sct_m_literal", SCT, literal(SCT_M))
+register("sct_l_literal", SCT, literal(SCT_L))
+register("sct_tiny_literal", SCT, literal(SCT_TINY))

@@ -17,12 +17,14 @@ from torch import nn
 from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
-from sct.models.blocks import WEIGHT_INITS, TransformerLayer, init_weights
+from sct.models.blocks import WEIGHT_INITS, TransformerLayer, init_weights, parameters_named
 from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
 from sct.models.registry import register
 from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
 
 HEADS = ("temporal_attention", "summary_token", "average")
+# Learnt tokens and embeddings of the ViT encoder and the heads: never weight-decayed.
+NO_DECAY_LEAVES = ("cls_token", "pos_embed", "temporal_embed", "token")
 
 
 @dataclass
@@ -111,6 +113,10 @@ class VideoViT(nn.Module):
             self.head = TemporalAveragePooling(c.dim, c.num_classes, c.drop_rate)
         init_weights(self.head, c.weight_init)
 
+    def no_weight_decay(self) -> set[str]:
+        """The encoder's CLS, position and temporal embeddings and the aggregation head's token."""
+        return parameters_named(self, NO_DECAY_LEAVES)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features ``(B, T, C)`` (after the final LayerNorm)."""
         return self.encoder(x)[:, :, 0]
@@ -193,6 +199,10 @@ class ViTSCT(nn.Module):
                                         c.num_frames, c.num_classes, drop_rate=c.drop_rate)
         init_weights(self.temporal, c.weight_init)
         init_weights(self.clip_encoder, c.weight_init)
+
+    def no_weight_decay(self) -> set[str]:
+        """The encoder's CLS, position and temporal embeddings, the clip encoder's [CLS] and ``E'_pos``."""
+        return parameters_named(self, NO_DECAY_LEAVES)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features after the shifted MSA ``(B, T, C)``."""
