@@ -1,8 +1,8 @@
 """The image part of an SCT block: a local stage (ViLT by default) and a global layer (image LSH by default).
 
-Every module here maps ``(grid (B, G_h, G_w, C), cls (B, C) | None) -> (grid, cls)``, B being clip
-frames. Attention over the whole frame (LSH, dense) lets the frame's [CLS] take part when it exists;
-local and convolutional layers work on the grid and pass the [CLS] through unchanged.
+Every module here maps ``(grid (B*T, G_h, G_w, C), cls (B*T, C) | None, frames=T) -> (grid, cls)``, the
+frames of B clips of T frames. Attention over the whole frame (LSH, dense) lets the frame's [CLS] take
+part when it exists; local and convolutional layers work on the grid and pass the [CLS] through unchanged.
 
 Kinds (the appendix ablations):
 - local: ``vilt`` (§3.2), ``conv``/``conv_bn``/``res_conv`` (M 3x3 conv layers, plain, with batch norm,
@@ -53,15 +53,23 @@ class ConvLayer(nn.Module):
         return rearrange(out, "b c h w -> b h w c")
 
 
+class ConvStack(nn.Sequential):
+    """``ConvLayer`` s in sequence: ``(B*T, H, W, C) -> (B*T, H, W, C)``; ``frames`` is unused (no stochastic depth)."""
+
+    def forward(self, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
+        return super().forward(x)
+
+
 class GridLayers(nn.Module):
-    """Layers that see only the grid; the [CLS] passes through."""
+    """Layers that see only the grid (``layers(grid, frames)``); the [CLS] passes through."""
 
     def __init__(self, layers: nn.Module):
         super().__init__()
         self.layers = layers
 
-    def forward(self, grid: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.layers(grid), cls
+    def forward(self, grid: torch.Tensor, cls: torch.Tensor | None,
+                frames: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.layers(grid, frames), cls
 
 
 class FrameAttention(nn.Module):
@@ -71,13 +79,15 @@ class FrameAttention(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, grid: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, grid: torch.Tensor, cls: torch.Tensor | None,
+                frames: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``grid`` ``(B*T, G_h, G_w, C)``, ``cls`` ``(B*T, C)`` or None; ``frames`` = T."""
         h, w = grid.shape[1:3]
         tokens = rearrange(grid, "b h w c -> b (h w) c")
         if cls is not None:
             tokens = torch.cat([cls[:, None], tokens], dim=1)
         for layer in self.layers:
-            tokens = layer(tokens)
+            tokens = layer(tokens, frames)
         if cls is not None:
             cls, tokens = tokens[:, 0], tokens[:, 1:]
         return rearrange(tokens, "b (h w) c -> b h w c", h=h, w=w), cls
@@ -102,7 +112,7 @@ def image_layers(kind: str, depth: int, dim: int, heads: int, dim_head: int | No
     if kind == "vilt":
         return GridLayers(ViLT(dim, depth, heads, mlp_dim, chunk, dim_head, drop_path))
     if kind in CONV_KINDS:
-        return GridLayers(nn.Sequential(*(ConvLayer(dim, kind) for _ in range(depth))))
+        return GridLayers(ConvStack(*(ConvLayer(dim, kind) for _ in range(depth))))
     return FrameAttention([
         TransformerLayer(dim, _attention(kind, dim, heads, dim_head, lsh, seed + i), mlp_dim, drop_path=drop_path[i])
         for i in range(depth)

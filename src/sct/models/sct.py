@@ -20,7 +20,14 @@ from torch import nn
 
 from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS, temporal_attention
-from sct.models.blocks import WEIGHT_INITS, PatchEmbed, TransformerLayer, init_weights, parameters_named
+from sct.models.blocks import (
+    WEIGHT_INITS,
+    PatchEmbed,
+    TransformerLayer,
+    drop_path_rates,
+    init_weights,
+    parameters_named,
+)
 from sct.models.heads import ClipEncoder
 from sct.models.image_layers import GLOBAL_KINDS, LOCAL_KINDS, image_layers
 from sct.models.pooling import LinearPooling
@@ -100,10 +107,9 @@ class SCTConfig:
                "heads", "four positive integers (ViLT, LSH, temporal, clip)")
         _check(len(self.dim_heads) == 4 and all(d is None or (isinstance(d, int) and d >= 1) for d in self.dim_heads),
                "dim_heads", "four entries, each None or a positive integer")
-        _check(self.shift_frames < self.num_frames, "shift_frames",
-               f"< num_frames ({self.num_frames}): a roll by a whole clip is no shift at all")
-        _check(not (self.drop_path_rate > 0 and not self.temporal_residual), "drop_path_rate",
-               "0 when temporal_residual=False (dropping the only branch would zero the token stream)")
+        # A roll by a multiple of the clip would silently be space attention; one frame has nothing to shift to.
+        _check(self.num_frames == 1 or self.shift_frames < self.num_frames, "shift_frames",
+               f"< num_frames ({self.num_frames})")
         for i, (component, widths) in enumerate(zip(COMPONENTS, self.component_widths())):
             if self.dim_heads[i] is None:
                 for w in widths:
@@ -166,7 +172,7 @@ class FrameBlock(nn.Module):
     def forward(self, grid: torch.Tensor, cls: torch.Tensor | None, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         for part in (self.local, self.global_):
             if part is not None:
-                grid, cls = part(grid, cls)
+                grid, cls = part(grid, cls, frames)
         if self.pool is not None:
             grid = self.pool(grid)
             cls = None if cls is None else self.pool.pool_token(cls)
@@ -192,7 +198,7 @@ class SCT(nn.Module):
         depths = [((c.vilt_depth if b < c.local_blocks and c.local_kind != "none" else 0)
                    + (1 if b < c.global_blocks and c.global_kind != "none" else 0) + n_temporal)
                   for b in range(c.num_blocks)]
-        rates = torch.linspace(0, c.drop_path_rate, sum(depths) + c.clip_depth).tolist()
+        rates = drop_path_rates(c.drop_path_rate, sum(depths) + c.clip_depth)
         blocks, used, has_cls = [], 0, False
         lsh = {"n_hashes": c.lsh_hashes, "n_buckets": c.lsh_buckets, "chunk_length": c.lsh_chunk_length}
         for b in range(c.num_blocks):

@@ -17,7 +17,7 @@ from torch import nn
 from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
-from sct.models.blocks import WEIGHT_INITS, TransformerLayer, init_weights, parameters_named
+from sct.models.blocks import WEIGHT_INITS, TransformerLayer, drop_path_rates, init_weights, parameters_named
 from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
 from sct.models.registry import register
 from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
@@ -40,6 +40,10 @@ class VideoViTConfig:
       clip CLS, so this is TimeSformer's head) | ``summary_token`` (X-ViT's summary tokens added to every
       mixing attention layer, then ``average``).
     - ``drop_rate``: dropout before the classifier (X-ViT's temporal attention head uses 0.5).
+    - ``frame_drop_rate``: dropout on each frame's CLS feature before the clip head. X-ViT's public code
+      (github.com/1adrianb/video-transformers, ``XVIT._prepare_classifier``) replaces the ViT's classifier
+      by ``Dropout(MODEL.DROPOUT_RATE)``, 0.5 in its Kinetics and SSv2 configs, and feeds the frame
+      features through it to the temporal attention head; ``xvit_b16`` sets 0.5.
     - ``weight_init``: ``trunc_normal`` (timm's, for pretrained-size models) | ``xavier`` (narrow models from scratch).
     """
 
@@ -57,6 +61,7 @@ class VideoViTConfig:
     mixing_layout: str = "global"
     head: str = "temporal_attention"
     drop_rate: float = 0.5
+    frame_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-6
@@ -64,6 +69,8 @@ class VideoViTConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
+        if not 0.0 <= self.frame_drop_rate < 1.0:
+            raise ConfigError(f"model option frame_drop_rate must be in [0, 1), got {self.frame_drop_rate!r}")
         if self.temporal not in TEMPORAL_KINDS:
             raise ConfigError(f"model option temporal must be one of {TEMPORAL_KINDS}, got {self.temporal!r}")
         if self.head not in HEADS:
@@ -111,6 +118,7 @@ class VideoViT(nn.Module):
                                                      c.norm_eps)
         else:
             self.head = TemporalAveragePooling(c.dim, c.num_classes, c.drop_rate)
+        self.frame_drop = nn.Dropout(c.frame_drop_rate)
         init_weights(self.head, c.weight_init)
 
     def no_weight_decay(self) -> set[str]:
@@ -122,8 +130,8 @@ class VideoViT(nn.Module):
         return self.encoder(x)[:, :, 0]
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)``."""
-        return self.head(features)
+        """Per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)`` (frame dropout, then the head)."""
+        return self.head(self.frame_drop(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
@@ -181,22 +189,25 @@ class ViTSCT(nn.Module):
     def __init__(self, config: ViTSCTConfig):
         super().__init__()
         self.config = c = config
+        # One stochastic-depth schedule over the frame encoder, the shifted layers and the clip encoder, as SCT.
+        rates = drop_path_rates(c.drop_path_rate, c.depth + c.temporal_depth + c.clip_depth)
         self.encoder = ViTEncoder(
             img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
             heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal="space",
-            attn_drop_rate=c.attn_drop_rate, drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps,
+            attn_drop_rate=c.attn_drop_rate, drop_path_rate=rates[:c.depth], norm_eps=c.norm_eps,
             weight_init=c.weight_init,
         )
         kind = "space" if c.shift_frames == 0 and c.temporal_kind == "shifted" else c.temporal_kind
         self.temporal = nn.ModuleList(
             TransformerLayer(c.dim, temporal_attention(kind, c.dim, c.temporal_heads, c.temporal_dim_head,
                                                        c.shift_frames),
-                             int(c.dim * c.mlp_ratio), drop_path=c.drop_path_rate, norm_eps=c.norm_eps,
+                             int(c.dim * c.mlp_ratio), drop_path=rates[c.depth + i], norm_eps=c.norm_eps,
                              residual=c.temporal_residual)
-            for _ in range(c.temporal_depth)
+            for i in range(c.temporal_depth)
         )
         self.clip_encoder = ClipEncoder(c.dim, c.clip_dim, c.clip_depth, c.clip_heads, c.clip_mlp_dim,
-                                        c.num_frames, c.num_classes, drop_rate=c.drop_rate)
+                                        c.num_frames, c.num_classes, drop_rate=c.drop_rate,
+                                        drop_path=rates[c.depth + c.temporal_depth:])
         init_weights(self.temporal, c.weight_init)
         init_weights(self.clip_encoder, c.weight_init)
 

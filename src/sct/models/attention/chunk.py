@@ -68,7 +68,8 @@ class ViLT(nn.Module):
             for i in range(depth)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
+        """``x`` ``(B*T, G_h, G_w, C)`` with ``T = frames`` per clip (for per-clip stochastic depth)."""
         grid = x.shape[1:3]
         chunks, padding = chunk_partition(x, self.chunk)
         n_chunks = chunks.shape[1]
@@ -78,5 +79,5 @@ class ViLT(nn.Module):
             # True = may attend; (B * n_chunks, 1, 1, m*n) broadcasts over heads and queries.
             mask = (~padding).repeat(x.shape[0], 1)[:, None, None, :]
         for layer in self.layers:
-            z = layer(z, mask=mask)
+            z = layer(z, frames * n_chunks, mask=mask)
         return chunk_merge(rearrange(z, "(b k) l c -> b k l c", k=n_chunks), grid, self.chunk)
