@@ -232,6 +232,11 @@ class SCT(nn.Module):
                                         c.num_frames, c.num_classes, c.dim_heads[3], c.drop_rate, rates[used:])
         init_weights(self, c.weight_init)
 
+    # Table 3's components, by the submodule (or parameter) name that holds each one.
+    components = {"patch_embed": "patch embedding", "local": "ViLT (local)", "global_": "image LSH (global)",
+                  "pool": "linear pooling", "temporal": "shifted MSA", "cls_token": "shifted MSA",
+                  "clip_encoder": "clip encoder"}
+
     def no_weight_decay(self) -> set[str]:
         """Learnt tokens and position embeddings (ViLT's chunk positions, the [CLS] tokens, ``E'_pos``)."""
         return parameters_named(self, ("pos_embed", "cls_token"))
