@@ -6,6 +6,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from sct.models.attention.rollout import RESIDUAL
+
 
 class Mlp(nn.Module):
     """Two-layer MLP with GELU: ``(..., C) -> (..., C_out)``."""
@@ -88,6 +90,14 @@ class TransformerLayer(nn.Module):
         a = self.attn(self.norm1(x), **attn_kwargs)
         x = x + self.drop_path(a, rows_per_sample) if self.residual else a
         return x + self.drop_path(self.mlp(self.norm2(x)), rows_per_sample)
+
+    def residual_weight(self) -> float:
+        """Rollout's share of the residual path: 0.5 with the attention residual, 0 without."""
+        return RESIDUAL if self.residual else 0.0
+
+    def relevance(self, r: torch.Tensor, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` of one clip back through this layer's attention (see its ``relevance``)."""
+        return self.attn.relevance(r, self.residual_weight(), reading)
 
 
 WEIGHT_INITS = ("xavier", "trunc_normal")

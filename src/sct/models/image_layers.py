@@ -59,6 +59,10 @@ class ConvStack(nn.Sequential):
     def forward(self, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
         return super().forward(x)
 
+    def relevance(self, r: torch.Tensor) -> torch.Tensor:
+        """Convolutions have no attention to roll out: relevance ``(T, G_h, G_w)`` passes unchanged."""
+        return r
+
 
 class GridLayers(nn.Module):
     """Layers that see only the grid (``layers(grid, frames)``); the [CLS] passes through."""
@@ -70,6 +74,10 @@ class GridLayers(nn.Module):
     def forward(self, grid: torch.Tensor, cls: torch.Tensor | None,
                 frames: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.layers(grid, frames), cls
+
+    def relevance(self, r_cls: torch.Tensor | None, r: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Rollout relevance of one clip, [CLS] ``(T,)`` or None and grid ``(T, G_h, G_w)``, through the layers."""
+        return r_cls, self.layers.relevance(r)
 
 
 class FrameAttention(nn.Module):
@@ -91,6 +99,18 @@ class FrameAttention(nn.Module):
         if cls is not None:
             cls, tokens = tokens[:, 0], tokens[:, 1:]
         return rearrange(tokens, "b (h w) c -> b h w c", h=h, w=w), cls
+
+    def relevance(self, r_cls: torch.Tensor | None, r: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Rollout relevance of one clip, [CLS] ``(T,)`` or None and grid ``(T, G_h, G_w)``, through the layers."""
+        frames, g_h, g_w = r.shape
+        tokens = r.reshape(frames, g_h * g_w)
+        if r_cls is not None:
+            tokens = torch.cat([r_cls[:, None], tokens], dim=1)
+        for layer in reversed(self.layers):
+            tokens = layer.relevance(tokens)
+        if r_cls is not None:
+            r_cls, tokens = tokens[:, 0], tokens[:, 1:]
+        return r_cls, tokens.reshape(frames, g_h, g_w)
 
 
 def _attention(kind: str, dim: int, heads: int, dim_head: int | None, lsh: dict, seed: int) -> nn.Module:

@@ -186,6 +186,23 @@ class FrameBlock(nn.Module):
         tokens = rearrange(tokens, "b t n c -> (b t) n c")
         return rearrange(tokens[:, 1:], "n (h w) c -> n h w c", h=h, w=w), tokens[:, 0]
 
+    def relevance(self, r_cls: torch.Tensor, r: torch.Tensor, grid: tuple[int, int],
+                  reading: str) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Rollout relevance of one clip from the block's output, [CLS] ``(T,)`` and grid ``(T, h', w')``, to its
+        input grid ``grid``: temporal layers, pooling, global and local parts, each by its own rule. The
+        returned [CLS] relevance is None where the [CLS] starts (a learnt token: its relevance leaves the input)."""
+        frames = r.shape[0]
+        tokens = torch.cat([r_cls[:, None], r.reshape(frames, -1)], dim=1)
+        for layer in reversed(self.temporal):
+            tokens = layer.relevance(tokens, reading)
+        r_cls, r = (None if self.cls_token is not None else tokens[:, 0]), tokens[:, 1:].reshape(r.shape)
+        if self.pool is not None:
+            r = self.pool.relevance(r, grid)
+        for part in (self.global_, self.local):
+            if part is not None:
+                r_cls, r = part.relevance(r_cls, r)
+        return r_cls, r
+
 
 class SCT(nn.Module):
     """Shifted Chunk Transformer: ``(B, 3, T, H, W) -> (B, num_classes)``. Any H, W (zero padding)."""
@@ -259,6 +276,21 @@ class SCT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` normalised frames -> logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
+
+    def relevance(self, frames: int, size: tuple[int, int], reading: str = "keys") -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention rollout of the clip just run under ``recording``: ``(relevance (T, G_h, G_w)`` over the
+        tiny-patch grid, ``frame weights (T,))``; the clip encoder's frame weights seed each frame's [CLS]."""
+        grids = [-(-size[0] // self.config.patch_size), -(-size[1] // self.config.patch_size)]
+        inputs = []
+        for block in self.blocks:
+            inputs.append(tuple(grids))
+            if block.pool is not None:
+                grids = [-(-g // 2) for g in grids]
+        weights = self.clip_encoder.frame_weights(frames)
+        r_cls, r = weights.clone(), torch.zeros(frames, *grids, dtype=torch.float64)
+        for block, grid in zip(reversed(self.blocks), reversed(inputs)):
+            r_cls, r = block.relevance(r_cls, r, grid, reading)
+        return r, weights
 
 
 SCT_S = SCTConfig()

@@ -120,6 +120,14 @@ class ViTEncoder(nn.Module):
         resized = F.interpolate(rearrange(embed, "1 t 1 c -> 1 c t"), size=frames, mode="linear")
         return rearrange(resized, "1 c t -> 1 t 1 c")
 
+    def relevance(self, r: torch.Tensor, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, 1 + S)`` of the clip just recorded, back through the blocks (and shifts)."""
+        for block in reversed(self.blocks):
+            r = block.relevance(r, reading)
+            if self.temporal == "tsm":
+                r = self.shift.relevance(r)
+        return r
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> tokens after the final LayerNorm ``(B, T, 1 + S, C)``."""
         tokens = self.embed(x)

@@ -137,6 +137,12 @@ class VideoViT(nn.Module):
         """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
 
+    def relevance(self, frames: int, size: tuple[int, int], reading: str = "keys") -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention rollout of the clip just run under ``recording``: ``(relevance (T, g, g)`` over the
+        patch grid, ``frame weights (T,))`` from the head."""
+        weights = self.head.frame_weights(frames)
+        return encoder_relevance(self.encoder, weights, [], reading), weights
+
 
 @dataclass
 class ViTSCTConfig:
@@ -229,6 +235,26 @@ class ViTSCT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
+
+    def relevance(self, frames: int, size: tuple[int, int], reading: str = "keys") -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention rollout of the clip just run under ``recording``: ``(relevance (T, g, g)`` over the
+        patch grid, ``frame weights (T,))`` from the clip encoder, through the shifted layers and the ViT."""
+        weights = self.clip_encoder.frame_weights(frames)
+        return encoder_relevance(self.encoder, weights, list(self.temporal), reading), weights
+
+
+def encoder_relevance(encoder: ViTEncoder, weights: torch.Tensor, temporal: list[TransformerLayer],
+                      reading: str) -> torch.Tensor:
+    """Relevance ``(T, g, g)`` over the patch grid: the frames' CLS tokens seeded with ``weights (T,)``, then
+    back through ``temporal`` layers (last first) and the encoder."""
+    n_tokens = encoder.pos_embed.shape[1]
+    r = torch.zeros(len(weights), n_tokens, dtype=torch.float64)
+    r[:, 0] = weights
+    for layer in reversed(temporal):
+        r = layer.relevance(r, reading)
+    r = encoder.relevance(r, reading)
+    grid = int(round((n_tokens - 1) ** 0.5))
+    return r[:, 1:].reshape(len(weights), grid, grid)
 
 
 register("timesformer_b16", VideoViT, VideoViTConfig(temporal="divided", head="average", drop_rate=0.0))

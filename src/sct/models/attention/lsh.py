@@ -24,6 +24,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from sct.errors import ConfigError
+from sct.models.attention.dense import frame_relevance
 from sct.models.attention.lsh_hashing import default_n_buckets, hash_vectors, random_rotations, sort_by_bucket
 
 __all__ = ["LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
@@ -433,3 +434,7 @@ class LSHSelfAttention(nn.Module):
         )
         out, self.last_attention = result if self.store_attention else (result, None)
         return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+
+    def relevance(self, r: torch.Tensor, residual: float = 0.5, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` of one clip's frames through the effective dense weights (``(T, H, N, N)``)."""
+        return frame_relevance(self, r, residual)
