@@ -32,7 +32,7 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     return 2 * b * n_q * n_k * (d + d_v)
 
 
-def _custom_mapping() -> dict:
+def sdpa_flop_mapping() -> dict:
     mapping = {}
     for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable"):
         op = getattr(aten, name, None)
@@ -54,7 +54,7 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor, depth: int = 1) -> tuple
     """
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False, depth=depth, custom_mapping=_custom_mapping())
+    counter = FlopCounterMode(display=False, depth=depth, custom_mapping=sdpa_flop_mapping())
     with counter:
         model(*inputs)
     model.train(was_training)

@@ -43,7 +43,6 @@ from sct.engine.checkpoint import (
     prune_checkpoints,
     read_metadata,
     save_checkpoint,
-    save_weights,
 )
 from sct.engine.distributed import DistContext, TrainBatchSampler, accumulation_steps
 from sct.engine.ema import ModelEMA
@@ -53,6 +52,7 @@ from sct.engine.optim import build_optimizer, build_schedule
 from sct.engine.plots import plot_curves
 from sct.errors import CheckpointError, ConfigError, SCTError
 from sct.models.registry import create_model
+from sct.models.weights import save_weights
 
 
 class TrainingDivergedError(SCTError):
@@ -421,9 +421,9 @@ class Trainer:
         if not self.ctx.is_main:
             return
         final = self.run_dir / "model.safetensors"
-        save_weights(final, self.model.state_dict(), self.metadata)
+        save_weights(self.model, final, self.metadata)
         if self.ema is not None:
-            save_weights(CheckpointPaths.from_weights(final).ema, self.ema.state_dict(), self.metadata)
+            save_weights(self.ema.state_dict(), CheckpointPaths.from_weights(final).ema, self.metadata)
         records = read_metrics(self.log.path)
         plot_curves(records, self.run_dir / "curves.png")
         steps = [r for r in records if r.get("type") == "step"]

@@ -19,7 +19,7 @@ from torch import nn
 
 from sct.models.attention.chunk import ViLT
 from sct.models.attention.dense import MultiHeadAttention
-from sct.models.attention.lsh import LSHSelfAttention
+from sct.models.attention.lsh import LSHConfig, LSHSelfAttention
 from sct.models.blocks import TransformerLayer
 
 CONV_KINDS = ("conv", "conv_bn", "res_conv")
@@ -113,18 +113,17 @@ class FrameAttention(nn.Module):
         return r_cls, tokens.reshape(frames, g_h, g_w)
 
 
-def _attention(kind: str, dim: int, heads: int, dim_head: int | None, lsh: dict, seed: int) -> nn.Module:
+def _attention(kind: str, dim: int, heads: int, dim_head: int | None, lsh: LSHConfig, seed: int) -> nn.Module:
     if kind == "lsh":
-        return LSHSelfAttention(dim, heads, dim_head, n_hashes=lsh["n_hashes"], n_buckets=lsh["n_buckets"],
-                                chunk_length=lsh["chunk_length"], seed=seed)
+        return LSHSelfAttention.from_config(dim, heads, dim_head, lsh, seed)
     return MultiHeadAttention(dim, heads, dim_head)
 
 
 def image_layers(kind: str, depth: int, dim: int, heads: int, dim_head: int | None, mlp_dim: int,
-                 chunk: tuple[int, int], lsh: dict, drop_path: list[float], seed: int = 0) -> nn.Module | None:
+                 chunk: tuple[int, int], lsh: LSHConfig, drop_path: list[float], seed: int = 0) -> nn.Module | None:
     """``depth`` layers of ``kind`` (a local or global kind) at width ``dim``; None for ``none``.
 
-    ``lsh`` holds ``n_hashes``, ``n_buckets``, ``chunk_length``; ``seed`` seeds the LSH rotations of the
+    ``lsh``: the LSH layers' settings; ``seed`` seeds the LSH rotations of the
     first layer (the next layers take ``seed + 1``, ...); ``drop_path`` has one rate per layer.
     """
     if kind == "none":

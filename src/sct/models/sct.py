@@ -19,6 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from sct.errors import ConfigError
+from sct.models.attention.lsh import LSHConfig
 from sct.models.attention.shifted import TEMPORAL_KINDS, temporal_attention
 from sct.models.blocks import (
     WEIGHT_INITS,
@@ -30,6 +31,7 @@ from sct.models.blocks import (
 )
 from sct.models.heads import ClipEncoder
 from sct.models.image_layers import GLOBAL_KINDS, LOCAL_KINDS, image_layers
+from sct.models.options import check_choice, check_positive_ints, check_rates
 from sct.models.pooling import LinearPooling
 from sct.models.registry import register
 
@@ -83,20 +85,16 @@ class SCTConfig:
     def __post_init__(self):
         self.heads = tuple(self.heads)
         self.dim_heads = tuple(self.dim_heads)
-        positive = ("num_classes", "num_frames", "img_size", "in_chans", "patch_size", "chunk_size", "embed_dim",
-                    "num_blocks", "clip_dim", "clip_mlp_dim", "lsh_hashes", "lsh_chunk_length")
-        for name in positive:
-            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "a positive integer")
-        for name in ("vilt_depth", "num_poolings", "local_blocks", "global_blocks", "temporal_depth",
-                     "shift_frames", "clip_depth"):
-            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name, "an integer >= 0")
+        check_positive_ints(self, ("num_classes", "num_frames", "img_size", "in_chans", "patch_size", "chunk_size",
+                                   "embed_dim", "num_blocks", "clip_dim", "clip_mlp_dim", "lsh_hashes",
+                                   "lsh_chunk_length"))
+        check_positive_ints(self, ("vilt_depth", "num_poolings", "local_blocks", "global_blocks", "temporal_depth",
+                                   "shift_frames", "clip_depth"), minimum=0)
         _check(self.mlp_ratio > 0, "mlp_ratio", "> 0")
-        for name in ("drop_rate", "drop_path_rate"):
-            _check(0.0 <= getattr(self, name) < 1.0, name, "in [0, 1)")
-        _check(self.local_kind in LOCAL_KINDS, "local_kind", f"one of {LOCAL_KINDS}")
-        _check(self.global_kind in GLOBAL_KINDS, "global_kind", f"one of {GLOBAL_KINDS}")
-        _check(self.weight_init in WEIGHT_INITS, "weight_init", f"one of {WEIGHT_INITS}")
-        _check(self.temporal_kind in TEMPORAL_KINDS, "temporal_kind", f"one of {TEMPORAL_KINDS}")
+        check_rates(self, ("drop_rate", "drop_path_rate"))
+        for field, choices in (("local_kind", LOCAL_KINDS), ("global_kind", GLOBAL_KINDS),
+                               ("weight_init", WEIGHT_INITS), ("temporal_kind", TEMPORAL_KINDS)):
+            check_choice(self, field, choices)
         for name in ("num_poolings", "local_blocks", "global_blocks"):
             _check(getattr(self, name) <= self.num_blocks, name, f"<= num_blocks ({self.num_blocks})")
         _check(self.local_kind == "none" or self.vilt_depth >= 1, "vilt_depth", ">= 1 unless local_kind='none'")
@@ -121,6 +119,11 @@ class SCTConfig:
         local = [self.block_width(b) for b in range(self.local_blocks)] if self.local_kind != "none" else []
         global_ = [self.block_width(b) for b in range(self.global_blocks)] if self.global_kind != "none" else []
         return local, global_, self.temporal_widths(), [self.clip_dim]
+
+    @property
+    def lsh(self) -> LSHConfig:
+        """The image LSH layers' settings (``lsh_hashes``, ``lsh_buckets``, ``lsh_chunk_length``)."""
+        return LSHConfig(n_hashes=self.lsh_hashes, n_buckets=self.lsh_buckets, chunk_length=self.lsh_chunk_length)
 
     def block_width(self, block: int) -> int:
         """Width of block ``block``'s image part (before its pooling)."""
@@ -217,7 +220,7 @@ class SCT(nn.Module):
                   for b in range(c.num_blocks)]
         rates = drop_path_rates(c.drop_path_rate, sum(depths) + c.clip_depth)
         blocks, used, has_cls = [], 0, False
-        lsh = {"n_hashes": c.lsh_hashes, "n_buckets": c.lsh_buckets, "chunk_length": c.lsh_chunk_length}
+        lsh = c.lsh
         for b in range(c.num_blocks):
             width = c.block_width(b)
             mlp = int(width * c.mlp_ratio)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
 from sct.models.blocks import WEIGHT_INITS, TransformerLayer, drop_path_rates, init_weights, parameters_named
 from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
+from sct.models.options import check, check_choice, check_positive_ints, check_rates
 from sct.models.registry import register
 from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
 
@@ -69,32 +69,20 @@ class VideoViTConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if not 0.0 <= self.frame_drop_rate < 1.0:
-            raise ConfigError(f"model option frame_drop_rate must be in [0, 1), got {self.frame_drop_rate!r}")
-        if self.temporal not in TEMPORAL_KINDS:
-            raise ConfigError(f"model option temporal must be one of {TEMPORAL_KINDS}, got {self.temporal!r}")
-        if self.head not in HEADS:
-            raise ConfigError(f"model option head must be one of {HEADS}, got {self.head!r}")
-        if self.head == "summary_token" and self.temporal not in ("mixing", "space"):
-            raise ConfigError(f"model option head='summary_token' needs temporal='mixing' or 'space', "
-                              f"got temporal={self.temporal!r}")
-        if self.dim % self.heads:
-            raise ConfigError(f"model option dim={self.dim} is not divisible by heads={self.heads}")
+        check_rates(self, ("frame_drop_rate",))
+        check_choice(self, "temporal", TEMPORAL_KINDS)
+        check_choice(self, "head", HEADS)
+        check(self.head != "summary_token" or self.temporal in ("mixing", "space"), self, "head",
+              f"not 'summary_token' with temporal={self.temporal!r} (it needs 'mixing' or 'space')")
 
 
 def _check_common(config: VideoViTConfig | ViTSCTConfig) -> None:
-    """Sizes and rates shared by the ViT video configs; ``ConfigError`` names the option."""
-    for name in ("num_classes", "num_frames", "img_size", "patch_size", "dim", "depth", "heads"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"model option {name} must be a positive integer, got {value!r}")
-    for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise ConfigError(f"model option {name} must be in [0, 1), got {getattr(config, name)!r}")
-    if config.mlp_ratio <= 0:
-        raise ConfigError(f"model option mlp_ratio must be > 0, got {config.mlp_ratio!r}")
-    if config.weight_init not in WEIGHT_INITS:
-        raise ConfigError(f"model option weight_init must be one of {WEIGHT_INITS}, got {config.weight_init!r}")
+    """Sizes, rates and choices shared by the ViT video configs; ``ConfigError`` names the option."""
+    check_positive_ints(config, ("num_classes", "num_frames", "img_size", "patch_size", "dim", "depth", "heads"))
+    check_rates(config, ("drop_rate", "attn_drop_rate", "drop_path_rate"))
+    check(config.mlp_ratio > 0, config, "mlp_ratio", "> 0")
+    check_choice(config, "weight_init", WEIGHT_INITS)
+    check(config.dim % config.heads == 0, config, "dim", f"a multiple of heads={config.heads}")
 
 
 class VideoViT(nn.Module):
@@ -180,13 +168,13 @@ class ViTSCTConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.temporal_kind not in SCT_TEMPORAL_KINDS:
-            raise ConfigError(f"model option temporal_kind must be one of {SCT_TEMPORAL_KINDS}, "
-                              f"got {self.temporal_kind!r}")
-        if self.dim % self.heads:
-            raise ConfigError(f"model option dim={self.dim} is not divisible by heads={self.heads}")
-        if not 0 <= self.shift_frames < self.num_frames:
-            raise ConfigError(f"model option shift_frames={self.shift_frames} must be in [0, num_frames)")
+        check_choice(self, "temporal_kind", SCT_TEMPORAL_KINDS)
+        check(0 <= self.shift_frames < self.num_frames, self, "shift_frames", f"in [0, num_frames={self.num_frames})")
+        check_positive_ints(self, ("temporal_heads", "clip_dim", "clip_mlp_dim", "clip_heads"))
+        check_positive_ints(self, ("temporal_depth", "clip_depth"), minimum=0)
+        check(self.temporal_dim_head is not None or self.dim % self.temporal_heads == 0, self, "temporal_heads",
+              f"a divisor of dim={self.dim} (or set temporal_dim_head)")
+        check(self.clip_dim % self.clip_heads == 0, self, "clip_heads", f"a divisor of clip_dim={self.clip_dim}")
 
 
 class ViTSCT(nn.Module):
