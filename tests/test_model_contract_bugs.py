@@ -127,3 +127,22 @@ def test_xvit_drops_frame_features_before_the_temporal_head():
     zeros = float((seen[0] == 0).float().mean())
     assert 0.35 < zeros < 0.65 and torch.equal(seen[1], features)
     assert sct.create_model("tsm_vit_b16").config.frame_drop_rate == 0.0
+
+
+def test_named_head_fields_set_and_read_the_component_entries():
+    from sct.config import load_config
+
+    model = sct.create_model("sct_tiny", temporal_heads=4, clip_dim_head=8)
+    assert model.config.heads == (2, 2, 4, 2) and model.config.dim_heads == (None, None, None, 8)
+    assert model.blocks[0].temporal[0].attn.heads == model.config.temporal_heads == 4
+    run = load_config(None, ["model.name=sct_tiny", "model.vilt_heads=4"])
+    assert run.model.overrides == {"heads": (4, 2, 2, 2)}
+
+
+def test_lsh_settings_are_one_typed_config():
+    from sct.models.attention.lsh import LSHConfig
+
+    config = sct.create_model("sct_tiny", lsh_hashes=3).config.lsh
+    assert config == LSHConfig(n_hashes=3, n_buckets=None, chunk_length=32)
+    with pytest.raises(ConfigError, match="n_buckets"):
+        LSHConfig(n_buckets=3)

@@ -360,6 +360,8 @@ def _model_config(raw: Mapping[str, Any]) -> ModelConfig:
 def coerce_model_fields(name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``fields`` against model ``name``'s config dataclass (lists become tuples where declared)."""
     model_defaults = default_config(name)
+    if hasattr(model_defaults, "named_fields"):  # named spellings of tuple entries (SCT's per-component heads)
+        fields = model_defaults.named_fields(fields)
     hints = typing.get_type_hints(type(model_defaults))
     known = [f.name for f in dataclasses.fields(model_defaults)]
     checked = {}

@@ -37,6 +37,12 @@ from sct.models.registry import register
 
 # The four components with their own head count, in the order of ``SCTConfig.heads`` (Table 3's order).
 COMPONENTS = ("ViLT", "LSH", "temporal", "clip")
+# Named per-component head fields: ``<prefix>_heads`` / ``<prefix>_dim_head`` read and set entry i of the tuples.
+HEAD_PREFIXES = ("vilt", "lsh", "temporal", "clip")
+
+
+def _entry(tuple_field: str, index: int, doc: str) -> property:
+    return property(lambda self: getattr(self, tuple_field)[index], doc=doc)
 
 
 @dataclass
@@ -113,6 +119,26 @@ class SCTConfig:
                 for w in widths:
                     _check(w % self.heads[i] == 0, "heads",
                            f"a divisor of every {component} width {sorted(set(widths))} (or set dim_heads[{i}])")
+
+    vilt_heads = _entry("heads", 0, "ViLT's head count (``heads[0]``).")
+    lsh_heads = _entry("heads", 1, "The image LSH (or dense global) layer's head count (``heads[1]``).")
+    temporal_heads = _entry("heads", 2, "The shifted MSA's head count (``heads[2]``).")
+    clip_heads = _entry("heads", 3, "The clip encoder's head count (``heads[3]``).")
+    vilt_dim_head = _entry("dim_heads", 0, "ViLT's head width, None = width / heads (``dim_heads[0]``).")
+    lsh_dim_head = _entry("dim_heads", 1, "The global layer's head width (``dim_heads[1]``).")
+    temporal_dim_head = _entry("dim_heads", 2, "The shifted MSA's head width (``dim_heads[2]``).")
+    clip_dim_head = _entry("dim_heads", 3, "The clip encoder's head width (``dim_heads[3]``).")
+
+    def named_fields(self, fields: dict) -> dict:
+        """``fields`` with the named head fields (``temporal_heads=8``, ``vilt_dim_head=32``) folded into
+        ``heads`` / ``dim_heads`` (the registry calls this, so both spellings are config keys)."""
+        fields = dict(fields)
+        for tuple_field, suffix in (("heads", "_heads"), ("dim_heads", "_dim_head")):
+            values = list(fields.get(tuple_field, getattr(self, tuple_field)))
+            named = {i: fields.pop(p + suffix) for i, p in enumerate(HEAD_PREFIXES) if p + suffix in fields}
+            if named:
+                fields[tuple_field] = tuple(named.get(i, v) for i, v in enumerate(values))
+        return fields
 
     def component_widths(self) -> tuple[list[int], list[int], list[int], list[int]]:
         """The widths each component's attention runs at, in ``COMPONENTS`` order (empty when absent)."""
@@ -226,20 +252,20 @@ class SCT(nn.Module):
             mlp = int(width * c.mlp_ratio)
             local = global_ = None
             if b < c.local_blocks:
-                local = image_layers(c.local_kind, c.vilt_depth, width, c.heads[0], c.dim_heads[0], mlp,
+                local = image_layers(c.local_kind, c.vilt_depth, width, c.vilt_heads, c.vilt_dim_head, mlp,
                                      (c.chunk_size, c.chunk_size), lsh, rates[used:used + c.vilt_depth],
                                      seed=c.seed + 100 * b)
                 used += c.vilt_depth if local is not None else 0
             if b < c.global_blocks:
-                global_ = image_layers(c.global_kind, 1, width, c.heads[1], c.dim_heads[1], mlp,
+                global_ = image_layers(c.global_kind, 1, width, c.lsh_heads, c.lsh_dim_head, mlp,
                                        (c.chunk_size, c.chunk_size), lsh, rates[used:used + 1],
                                        seed=c.seed + 100 * b + 50)
                 used += 1 if global_ is not None else 0
             pool = LinearPooling(width) if b < c.num_poolings else None
             t_width = c.temporal_widths()[b]
             temporal = [
-                TransformerLayer(t_width, temporal_attention(c.effective_temporal_kind, t_width, c.heads[2],
-                                                             c.dim_heads[2], c.shift_frames),
+                TransformerLayer(t_width, temporal_attention(c.effective_temporal_kind, t_width, c.temporal_heads,
+                                                             c.temporal_dim_head, c.shift_frames),
                                  int(t_width * c.mlp_ratio), drop_path=rates[used + i], residual=c.temporal_residual)
                 for i in range(n_temporal)
             ]
@@ -248,8 +274,8 @@ class SCT(nn.Module):
             has_cls = True
         self.blocks = nn.ModuleList(blocks)
         self.num_features = c.temporal_widths()[-1]
-        self.clip_encoder = ClipEncoder(self.num_features, c.clip_dim, c.clip_depth, c.heads[3], c.clip_mlp_dim,
-                                        c.num_frames, c.num_classes, c.dim_heads[3], c.drop_rate, rates[used:])
+        self.clip_encoder = ClipEncoder(self.num_features, c.clip_dim, c.clip_depth, c.clip_heads, c.clip_mlp_dim,
+                                        c.num_frames, c.num_classes, c.clip_dim_head, c.drop_rate, rates[used:])
         init_weights(self, c.weight_init)
 
     # Table 3's components, by the submodule (or parameter) name that holds each one.
