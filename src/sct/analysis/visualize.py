@@ -124,7 +124,7 @@ def render_gif(frames: np.ndarray, maps: np.ndarray, weights: np.ndarray, path: 
 
 def _load(args: argparse.Namespace):
     """``(model, data config, class names, label)`` from ``--checkpoint`` or a randomly initialised ``--model``."""
-    from sct.data.datasets import DataConfig
+    from sct.config import DataConfig
 
     if args.checkpoint:
         from sct.engine.checkpoint import model_from_checkpoint
