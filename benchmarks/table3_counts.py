@@ -28,7 +28,7 @@ NO_FIXED_HEAD = (None, None, None, None)
 ALTERNATIVES = {
     "A: ours, but every head width = width / heads": dict(dim_heads=NO_FIXED_HEAD),
     "B: 3 blocks, LSH in each (ViLT first only)": dict(num_blocks=3, global_blocks=3, dim_heads=NO_FIXED_HEAD),
-    "C: 3 blocks, LSH first only (the issue's lead)": dict(num_blocks=3, dim_heads=NO_FIXED_HEAD),
+    "C: 3 blocks, LSH first only": dict(num_blocks=3, dim_heads=NO_FIXED_HEAD),
 }
 
 
