@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from sct.data.annotations import FORMATS
-from sct.data.sampling import SHORT_VIDEO_MODES, ClipSampler
+from sct.data.sampling import SAMPLINGS, SHORT_VIDEO_MODES, ClipSampler, SegmentSampler, build_sampler
 from sct.errors import ConfigError
 from sct.models.registry import default_config
 
@@ -63,6 +63,9 @@ class DataConfig:
     video_ext: str | None = None
     frames_dir: str | None = None
     frames_fps: float = 30.0
+    # "clip": num_frames at sampling_rate / target_fps from one start; "segment": one frame from each of
+    # num_frames equal parts of the whole video (sampling_rate, target_fps and short_video then unused).
+    sampling: str = "clip"
     num_frames: int = 16
     sampling_rate: int = 4
     target_fps: float | None = None
@@ -104,6 +107,8 @@ class DataConfig:
             raise bad("target_fps", "must be > 0 or null")
         if not self.frames_fps > 0:
             raise bad("frames_fps", "must be > 0")
+        if self.sampling not in SAMPLINGS:
+            raise bad("sampling", f"must be one of {SAMPLINGS}")
         if self.short_video not in SHORT_VIDEO_MODES:
             raise bad("short_video", f"must be one of {SHORT_VIDEO_MODES}")
         if self.train_crop not in ("jitter", "resized"):
@@ -147,8 +152,8 @@ class DataConfig:
         """Test short side; default the crop size (the crop then spans the short side)."""
         return self.test_short_side or self.crop_size
 
-    def sampler(self) -> ClipSampler:
-        return ClipSampler(self.num_frames, self.sampling_rate, self.target_fps, self.short_video)
+    def sampler(self) -> ClipSampler | SegmentSampler:
+        return build_sampler(self.sampling, self.num_frames, self.sampling_rate, self.target_fps, self.short_video)
 
 
 def _pair(cfg: DataConfig, field: str) -> tuple[float, float]:
@@ -222,6 +227,8 @@ class TrainConfig:
     eval_every_epochs: int = 1
     val_views: str = "1x1"
     log_every_steps: int = 10
+    # TensorBoard event files in <output_dir>/tensorboard/ (needs the `tensorboard` extra).
+    tensorboard: bool = False
     device: str = "auto"
     # Intra-op CPU threads per process (null: PyTorch's default, one per core). With data-loading workers
     # on the same cores, fewer threads avoid oversubscription, which costs more than it gains on small CPUs.
