@@ -9,19 +9,26 @@ from torch import nn
 
 from sct.config import OptimConfig
 
-# Parameters that are not decayed unless ``decay_norm_and_bias`` is set: 1-D tensors (biases, norm
-# scales) and learned tokens/embeddings, which regularise badly under weight decay.
+# For models that do not declare ``no_weight_decay()``: learned tokens and embeddings guessed by name.
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "position", "token")
 
 
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names of the parameters ``model`` keeps out of weight decay: 1-D tensors (biases, norm scales) and
+    the tokens and embeddings the model declares with ``no_weight_decay()`` (as timm's models do)."""
+    names = {name for name, param in model.named_parameters() if param.ndim <= 1}
+    if hasattr(model, "no_weight_decay"):
+        return names | set(model.no_weight_decay())
+    return names | {name for name, _ in model.named_parameters() if any(key in name for key in _NO_DECAY_NAMES)}
+
+
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Split trainable parameters into a decayed and a non-decayed group."""
+    """Split trainable parameters into a decayed and a non-decayed group (see :func:`no_decay_names`)."""
+    skip = set() if cfg.decay_norm_and_bias else no_decay_names(model)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        skip = param.ndim <= 1 or any(key in name for key in _NO_DECAY_NAMES)
-        (no_decay if skip and not cfg.decay_norm_and_bias else decay).append(param)
+        if param.requires_grad:
+            (no_decay if name in skip else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

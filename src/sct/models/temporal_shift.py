@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sct.errors import ConfigError
+from sct.models.attention.rollout import shift_step
 
 
 def shift_fold(channels: int, n_div: int) -> int:
@@ -45,6 +46,13 @@ def temporal_shift(x: torch.Tensor, fold: int, time_dim: int = 1) -> torch.Tenso
     return torch.cat([future, past, rest], dim=-1)
 
 
+def shift_offsets(n_div: int) -> dict[int, float]:
+    """Frame offset -> fraction of the channels a shifted token takes from frame ``t + offset``."""
+    if n_div == 0:
+        return {0: 1.0}
+    return {1: 1.0 / n_div, -1: 1.0 / n_div, 0: 1.0 - 2.0 / n_div}
+
+
 class TemporalShift(nn.Module):
     """TSM's shift of ``1/n_div`` of the channels each way: ``(B, T, ..., C) -> (B, T, ..., C)``."""
 
@@ -54,6 +62,10 @@ class TemporalShift(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return temporal_shift(x, shift_fold(x.shape[-1], self.n_div), time_dim=1)
+
+    def relevance(self, r: torch.Tensor) -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` back through the shift (1/n_div of the channels from each neighbour)."""
+        return shift_step(r, shift_offsets(self.n_div))
 
     def extra_repr(self) -> str:
         return f"n_div={self.n_div}"

@@ -14,6 +14,8 @@ from einops import rearrange
 from torch import nn
 
 from sct.models.attention.dense import MultiHeadAttention
+from sct.models.attention.recorder import recorded
+from sct.models.attention.rollout import chunk_step
 from sct.models.blocks import TransformerLayer
 
 
@@ -69,7 +71,8 @@ class ViLT(nn.Module):
             for i in range(depth)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
+        """``x`` ``(B*T, G_h, G_w, C)`` with ``T = frames`` per clip (for per-clip stochastic depth)."""
         grid = x.shape[1:3]
         chunks, padding = chunk_partition(x, self.chunk)
         n_chunks = chunks.shape[1]
@@ -79,5 +82,17 @@ class ViLT(nn.Module):
             # True = may attend; (B * n_chunks, 1, 1, m*n) broadcasts over heads and queries.
             mask = (~padding).repeat(x.shape[0], 1)[:, None, None, :]
         for layer in self.layers:
-            z = layer(z, mask=mask)
+            z = layer(z, frames * n_chunks, mask=mask)
         return chunk_merge(rearrange(z, "(b k) l c -> b k l c", k=n_chunks), grid, self.chunk)
+
+    def relevance(self, r: torch.Tensor) -> torch.Tensor:
+        """Rollout relevance ``(T, G_h, G_w)`` of one clip back through the layers (on the padded grid)."""
+        frames, g_h, g_w = r.shape
+        m, n = self.chunk
+        rows, cols = chunk_grid((g_h, g_w), self.chunk)
+        padded = F.pad(r, (0, cols * n - g_w, 0, rows * m - g_h))
+        for layer in reversed(self.layers):
+            attn = recorded(layer.attn)
+            padded = chunk_step(padded, attn.reshape(frames, rows, cols, *attn.shape[1:]), (m, n),
+                                layer.residual_weight())
+        return padded[:, :g_h, :g_w]

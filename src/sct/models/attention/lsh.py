@@ -13,6 +13,7 @@ The backward pass recomputes each block (as flash attention does) instead of kee
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,9 +25,10 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from sct.errors import ConfigError
+from sct.models.attention.dense import frame_relevance
 from sct.models.attention.lsh_hashing import default_n_buckets, hash_vectors, random_rotations, sort_by_bucket
 
-__all__ = ["LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
+__all__ = ["LSHConfig", "LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
            "sort_by_bucket"]
 
 # Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
@@ -377,6 +379,27 @@ def lsh_attention(
     return out, attn.view(bsz, heads, layout.padded_len, layout.padded_len)[:, :, :seq_len, :seq_len]
 
 
+@dataclass(frozen=True)
+class LSHConfig:
+    """The LSH settings of one attention layer (Reformer's; the SCT paper gives none).
+
+    ``n_hashes`` rounds, ``n_buckets`` (None: a power of two from the sequence length, Hugging Face's
+    rule), chunks of ``chunk_length`` slots that also see ``chunks_before`` / ``chunks_after`` neighbours.
+    """
+
+    n_hashes: int = 2
+    n_buckets: int | None = None
+    chunk_length: int = 64
+    chunks_before: int = 1
+    chunks_after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_buckets is not None and (self.n_buckets < 2 or self.n_buckets % 2):
+            raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {self.n_buckets}")
+        if self.chunk_length < 1 or self.n_hashes < 1 or self.chunks_before < 0 or self.chunks_after < 0:
+            raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
+
+
 class LSHSelfAttention(nn.Module):
     """LSH self-attention block: ``(B, L, C) -> (B, L, C)``.
 
@@ -393,10 +416,7 @@ class LSHSelfAttention(nn.Module):
                  n_buckets: int | None = None, chunk_length: int = 64, chunks_before: int = 1,
                  chunks_after: int = 0, seed: int = 0, resample: bool = True, proj_drop: float = 0.0):
         super().__init__()
-        if n_buckets is not None and (n_buckets < 2 or n_buckets % 2):
-            raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {n_buckets}")
-        if chunk_length < 1 or n_hashes < 1 or chunks_before < 0 or chunks_after < 0:
-            raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
+        LSHConfig(n_hashes, n_buckets, chunk_length, chunks_before, chunks_after)  # validates
         self.heads = heads
         self.dim_head = dim_head or dim // heads
         inner = heads * self.dim_head
@@ -411,6 +431,12 @@ class LSHSelfAttention(nn.Module):
         self.store_attention = False
         self.last_attention: torch.Tensor | None = None
         self._eval_rotations: dict[tuple[int, str], torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, dim: int, heads: int, dim_head: int | None, config: LSHConfig,
+                    seed: int = 0) -> LSHSelfAttention:
+        """The layer with the settings of ``config``."""
+        return cls(dim, heads, dim_head, **dataclasses.asdict(config), seed=seed)
 
     def rotations(self, n_buckets: int, device=None) -> torch.Tensor:
         """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw.
@@ -450,3 +476,7 @@ class LSHSelfAttention(nn.Module):
         )
         out, self.last_attention = result if self.store_attention else (result, None)
         return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+
+    def relevance(self, r: torch.Tensor, residual: float = 0.5, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` of one clip's frames through the effective dense weights (``(T, H, N, N)``)."""
+        return frame_relevance(self, r, residual)

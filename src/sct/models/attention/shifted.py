@@ -20,6 +20,10 @@ from einops import rearrange
 from torch import nn
 
 from sct.models.attention.dense import MultiHeadAttention, attention
+from sct.models.attention.recorder import recorded
+from sct.models.attention.rollout import RESIDUAL, temporal_step, time_step
+
+READINGS = ("keys", "values")
 
 TEMPORAL_KINDS = ("shifted", "space", "time", "space_time_concat")
 SHIFT_MODES = ("cyclic", "causal")
@@ -51,6 +55,15 @@ class ShiftedMSA(MultiHeadAttention):
             weights = rearrange(weights, "(b t) h n m -> b t h n m", t=frames)
         self.last_attention = weights
         return self.proj_drop(self.proj(rearrange(out, "(b t) h n d -> b t n (h d)", t=frames)))
+
+    def relevance(self, r: torch.Tensor, residual: float = RESIDUAL, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` back through the recorded weights ``(1, T, H, N, N)``.
+
+        ``reading``: ``keys`` lets relevance follow the keys to frame t - s (the spec's reading, as in Fig. 4);
+        ``values`` keeps it on frame t, whose values the weights actually mix (Eq. 6).
+        """
+        offsets = {-self.shift: 1.0} if reading == "keys" else {0: 1.0}
+        return temporal_step(r, recorded(self)[0], offsets, cyclic=True, residual=residual)
 
 
 def shift_keys(k: torch.Tensor, shift: int, mode: str) -> torch.Tensor:
@@ -101,6 +114,10 @@ class TimeMSA(nn.Module):
         out = torch.cat([cls, rearrange(patches, "b n h t d -> b t h n d")], dim=-2)
         return msa.proj_drop(msa.proj(rearrange(out, "b t h n d -> b t n (h d)")))
 
+    def relevance(self, r: torch.Tensor, residual: float = RESIDUAL, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)``: patches along time, each [CLS] over its own frame."""
+        return time_step(r, recorded(self)[0], recorded(self, "last_cls_attention")[0], residual)
+
 
 class SpaceTimeConcat(nn.Module):
     """Space and time attention in parallel, ``Concat(space, time) W``: ``(B, T, N, C) -> (B, T, N, C)``."""
@@ -113,6 +130,10 @@ class SpaceTimeConcat(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(torch.cat([self.space(x), self.time(x)], dim=-1))
+
+    def relevance(self, r: torch.Tensor, residual: float = RESIDUAL, reading: str = "keys") -> torch.Tensor:
+        """The concatenated halves are projected back together: each carries half of the relevance."""
+        return 0.5 * self.space.relevance(r, residual, reading) + 0.5 * self.time.relevance(r, residual, reading)
 
 
 def temporal_attention(kind: str, dim: int, heads: int, dim_head: int | None = None, shift: int = 1,
