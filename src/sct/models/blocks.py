@@ -6,6 +6,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from sct.models.checkpointing import checkpointed
+
 
 class Mlp(nn.Module):
     """Two-layer MLP with GELU: ``(..., C) -> (..., C_out)``."""
@@ -46,6 +48,8 @@ class TransformerLayer(nn.Module):
     leading dimensions mean (frames, chunks, clips). ``residual=False`` drops the attention residual,
     for layers whose output lives on other tokens than their input. ``attn_norm=False`` hands the raw
     input to attention modules that normalise internally (TimeSformer's divided attention).
+    ``grad_checkpointing`` (see ``models.checkpointing``) keeps only the layer's input for the backward
+    pass and recomputes the rest there, when training with autograd.
     """
 
     def __init__(
@@ -66,9 +70,15 @@ class TransformerLayer(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, drop=drop)
         self.drop_path = DropPath(drop_path)
         self.residual = residual
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:
         """``x``: ``(..., N, C)`` -> ``(..., N, C)``; ``attn_kwargs`` go to the attention module."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpointed(self._forward, x, **attn_kwargs)
+        return self._forward(x, **attn_kwargs)
+
+    def _forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:
         a = self.drop_path(self.attn(self.norm1(x), **attn_kwargs))
         x = x + a if self.residual else a
         return x + self.drop_path(self.mlp(self.norm2(x)))
