@@ -8,7 +8,9 @@ log-sum-exp. See ``specs/lsh-attention.md``.
 The sorted sequence is processed in blocks of whole chunks within one round. Each block gathers its
 queries and its look-around keys straight from the unsorted tensors, attends, and merges its output
 into the result with an online log-sum-exp over rounds, so memory stays ``O(L)`` plus one block.
-The backward pass recomputes each block (as flash attention does) instead of keeping the weights.
+The backward pass recomputes each block (as flash attention does) instead of keeping the weights; it
+works in sorted (slot) order per group of rows and returns the gradients to positions through the
+inverse of the sort, so its cost does not grow with the number of blocks.
 """
 
 from __future__ import annotations
