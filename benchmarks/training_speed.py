@@ -192,7 +192,7 @@ def lsh_protocol(args, trees) -> tuple[str, dict]:
     modules = {}
     for tree, src in trees.items():
         spec = importlib.util.spec_from_file_location(f"lsh_{tree}", src / "sct/models/attention/lsh.py")
-        modules[tree] = importlib.util.module_from_spec(spec)
+        modules[tree] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(modules[tree])
     steps = {tree: _lsh_step({}, module.lsh_attention) for tree, module in modules.items()}
     best = dict.fromkeys(steps, float("inf"))

@@ -41,7 +41,7 @@ def test_run_bench_measures_every_model_in_its_own_process(tmp_path):
     hf_fields = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
                  "tubelet_size": [2, 8, 8]}
     report = run_bench(["vit_b16_frames", "hf:vivit"], BenchSettings(**_TINY_SETTINGS),
-                       overrides={"vit_b16_frames": _TINY_VIT, "hf:vivit": hf_fields}, timeout=120, matmul_n=256)
+                       overrides={"vit_b16_frames": _TINY_VIT, "hf:vivit": hf_fields}, timeout=600, matmul_n=256)
     assert report["matmul_gflops"] > 0
     for r in report["results"]:
         assert "error" not in r, r.get("error")
