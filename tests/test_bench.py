@@ -92,7 +92,7 @@ def test_train_step_updates_the_weights_and_counts_three_passes(monkeypatch):
 
 def test_train_with_checkpointing_in_the_report(tmp_path):
     settings = BenchSettings(**{**_TINY_SETTINGS, "train": True, "grad_checkpointing": True})
-    report = run_bench(["vit_b16_frames"], settings, overrides={"vit_b16_frames": _TINY_VIT}, timeout=120,
+    report = run_bench(["vit_b16_frames"], settings, overrides={"vit_b16_frames": _TINY_VIT}, timeout=600,
                        matmul_n=256)
     assert "error" not in report["results"][0], report["results"][0].get("error")
     assert "training step (forward, backward, AdamW), gradient checkpointing" in write_report(report, tmp_path)
