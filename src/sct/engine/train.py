@@ -3,7 +3,9 @@
 ``sct train --config configs/k400.yaml data.root=/data/k400 optim.lr=0.1`` (single process), or under
 ``torchrun --nproc_per_node N -m sct train ...`` for data parallelism. Everything a run writes goes to
 ``output_dir``: ``config.yaml`` (resolved), ``labels.txt``, ``metrics.jsonl``, ``checkpoints/``,
-``curves.png``, ``model.safetensors`` and ``summary.json``.
+``curves.png``, ``model.safetensors`` and ``summary.json`` (and ``tensorboard/`` with ``train.tensorboard``).
+While it runs, a terminal shows a progress bar per epoch with the epoch's and the run's ETA; a log file gets
+plain lines (:mod:`sct.engine.progress`).
 
 Exactness: the data order is a function of ``(seed, epoch)``, augmentation of ``(seed, epoch, item)``,
 dropout of ``(seed, rank, step)`` (the global RNG is reseeded before every optimiser step), and random
@@ -16,9 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sct.config import RunConfig, dump_config, load_config, parse_views
 from sct.data.datasets import BadFileTracker, build_dataset, collate
-from sct.engine import distributed
+from sct.engine import bad_files, distributed
 from sct.engine.checkpoint import (
     CheckpointPaths,
     atomic_write,
@@ -52,7 +53,9 @@ from sct.engine.evaluate import infer_scores
 from sct.engine.metrics import MetricsLog, read_metrics, summarize
 from sct.engine.optim import build_optimizer, build_schedule
 from sct.engine.plots import plot_curves
-from sct.errors import CheckpointError, ConfigError, SCTError
+from sct.engine.progress import TrainProgress
+from sct.engine.tensorboard_log import TensorBoardLog, require_tensorboard
+from sct.errors import CheckpointError, ConfigError, DataQualityError, SCTError
 from sct.models.registry import create_model
 
 
@@ -121,10 +124,14 @@ class Trainer:
                                        epochs=cfg.train.epochs)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.train.precision == "fp16")
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing, reduction="sum")
         self.tracker = BadFileTracker(self.train_set.num_videos, cfg.data.max_bad_fraction)
+        self.dropped_clips = 0  # training clips left out: bad videos without a decodable replacement
         self.metadata = model_metadata(self.model, cfg.model.name, self.class_names, dump_config(cfg))
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=ctx.is_main)
+        if cfg.train.tensorboard:
+            require_tensorboard()
+        self.board = TensorBoardLog(self.run_dir / "tensorboard", enabled=False)
         self.pos = Position()
         # (loss x n, correct, n) of the epoch so far, over all processes; saved so a resumed epoch reports
         # the same averages.
@@ -216,6 +223,8 @@ class Trainer:
             ema = paths.ema if paths.ema.is_file() else paths.weights
             self.ema.load_state_dict(load_weights(ema)[0])
         self.tracker.update(state["bad_files"])
+        self.tracker.take_unshared()  # every process loaded them
+        self.dropped_clips = int(state.get("dropped_clips", 0))
         self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         self.epoch_totals = torch.tensor(state["epoch_totals"], dtype=torch.float64)
         self.last_checkpoint = paths
@@ -226,15 +235,30 @@ class Trainer:
         start = time.perf_counter()
         self._prepare_run_folder()
         cfg = self.cfg.train
-        while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
-            self._run_epoch()
-            if self.pos.step_in_epoch < self.steps_per_epoch:
-                break  # stopped by train.max_steps inside the epoch
-            self._end_epoch()
-        if self.last_checkpoint is None or self._latest_saved_step() != self.pos.global_step:
-            self._save_checkpoint()
-        self._finish(time.perf_counter() - start)
+        try:
+            while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
+                self._run_epoch()
+                if self.pos.step_in_epoch < self.steps_per_epoch:
+                    break  # stopped by train.max_steps inside the epoch
+                self._end_epoch()
+            if self.last_checkpoint is None or self._latest_saved_step() != self.pos.global_step:
+                self._save_checkpoint()
+            self._finish(time.perf_counter() - start)
+        finally:
+            self.progress.close_epoch()
+            self.board.close()
         return self.run_dir
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run: all epochs, or ``train.max_steps`` if that comes first."""
+        steps = self.steps_per_epoch * self.cfg.train.epochs
+        return min(steps, self.cfg.train.max_steps) if self.cfg.train.max_steps else steps
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """Append to metrics.jsonl and mirror into TensorBoard."""
+        self.log.append(record)
+        self.board.record(record)
 
     def _reached_max_steps(self) -> bool:
         return self.cfg.train.max_steps is not None and self.pos.global_step >= self.cfg.train.max_steps
@@ -250,6 +274,12 @@ class Trainer:
                 self.log.reset()
             else:
                 self.log.truncate_after(self.pos.global_step)
+            # Events past the checkpoint belong to the interrupted attempt: purged, as metrics.jsonl is truncated.
+            self.board = TensorBoardLog(self.run_dir / "tensorboard", enabled=self.cfg.train.tensorboard,
+                                        purge_step=0 if self.resume_from is None else self.pos.global_step + 1)
+        self.progress = TrainProgress(epochs=self.cfg.train.epochs, steps_per_epoch=self.steps_per_epoch,
+                                      total_steps=self.total_steps, log_every=self.cfg.train.log_every_steps,
+                                      enabled=self.ctx.is_main)
         distributed.barrier()
 
     def _loader(self, epoch: int) -> DataLoader:
@@ -259,7 +289,8 @@ class Trainer:
         )
         self.train_set.set_epoch(epoch)
         return DataLoader(
-            self.train_set, batch_sampler=sampler, num_workers=self.cfg.train.num_workers, collate_fn=collate,
+            self.train_set, batch_sampler=sampler, num_workers=self.cfg.train.num_workers,
+            collate_fn=functools.partial(collate, drop_failed=True),
             pin_memory=self.ctx.device.type == "cuda",
             # A private generator: creating the iterator must not consume the global RNG.
             generator=torch.Generator().manual_seed(self.cfg.seed),
@@ -269,8 +300,7 @@ class Trainer:
         """Train until the epoch ends or ``train.max_steps`` is reached."""
         epoch, cfg = self.pos.epoch, self.cfg.train
         batches = iter(self._loader(epoch))
-        bar = tqdm(total=self.steps_per_epoch, initial=self.pos.step_in_epoch, unit="step", dynamic_ncols=True,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (self.ctx.is_main and sys.stderr.isatty()))
+        self.progress.start_epoch(epoch, self.pos.step_in_epoch, self.pos.global_step)
         tic = time.perf_counter()
         while self.pos.step_in_epoch < self.steps_per_epoch and not self._reached_max_steps():
             lr = self.schedule.current_lr()
@@ -281,42 +311,47 @@ class Trainer:
             loss, top1 = stats[0].item() / stats[2].item(), 100.0 * stats[1].item() / stats[2].item()
             rate = cfg.batch_size / max(time.perf_counter() - tic, 1e-9)
             tic = time.perf_counter()
-            self.log.append({"type": "step", "epoch": epoch, "step": self.pos.global_step, "loss": loss,
-                             "top1": top1, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
-            if bar.disable and self.ctx.is_main and self.pos.global_step % cfg.log_every_steps == 0:
-                print(f"epoch {epoch + 1}/{cfg.epochs} step {self.pos.step_in_epoch}/{self.steps_per_epoch} "
-                      f"loss {loss:.4f} lr {lr:.4g} ({rate:.1f} samples/s)", flush=True)
+            self._record({"type": "step", "epoch": epoch, "step": self.pos.global_step, "loss": loss,
+                          "top1": top1, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate})
+            self.progress.step(self.pos.step_in_epoch, self.pos.global_step, loss, lr, rate)
             every = cfg.checkpoint_every_steps
             if every and self.pos.global_step % every == 0 and self.pos.step_in_epoch < self.steps_per_epoch:
                 self._save_checkpoint()
-        bar.close()
+        self.progress.close_epoch()
 
     def _optimizer_step(self, batches) -> tuple[torch.Tensor, float]:
-        """Forward/backward ``accum`` micro-batches, then one optimiser step.
+        """Forward/backward this process's ``accum`` micro-batches, then one optimiser step.
 
-        Returns the step's ``(loss x n, correct, n, non-finite)`` summed over processes, and the gradient norm.
+        Clips of bad videos without a decodable replacement were dropped by the collate; the step is the
+        mean loss over the decodable clips of the global batch, whatever process holds them. Returns the
+        step's ``(summed loss, correct, clips, non-finite)`` summed over processes, and the gradient norm.
         """
         torch.manual_seed(step_seed(self.cfg.seed, self.ctx.rank, self.pos.global_step))
         self.net.train()
+        micro = [next(batches) for _ in range(self.accum)]
+        for batch in micro:
+            self.tracker.update(batch["bad"], check=False)
+        bad_files.share(self.tracker, self.ctx.device)
+        clips = self._count_clips(micro)
+        # Each process's loss is its clips' summed loss x (processes / global clips): DDP averages the
+        # gradients over processes, which makes the step's gradient the mean over the decodable clips.
+        scale = self.ctx.world_size / clips
+        work = [(batch, 1.0) for batch in micro if len(batch["label"])] or [(self._stand_in(micro[0]), 0.0)]
         # On the training device: NCCL reduces CUDA tensors, and no per-micro-batch host sync is needed.
         stats = torch.zeros(4, dtype=torch.float64, device=self.ctx.device)
-        for k in range(self.accum):
-            batch = next(batches)
-            self.tracker.update(batch["bad"])
+        for k, (batch, weight) in enumerate(work):
             video = batch["video"].to(self.ctx.device, non_blocking=True)
             label = batch["label"].to(self.ctx.device, non_blocking=True)
-            last = k == self.accum - 1
+            last = k == len(work) - 1
             sync = self.net.no_sync() if self.ctx.distributed and not last else contextlib.nullcontext()
             with sync:
                 with self._autocast():
                     logits = self.net(video)
                 loss = self.criterion(logits.float(), label)
-                self.scaler.scale(loss / self.accum).backward()
-            loss = loss.detach().double()
-            correct = (logits.argmax(dim=-1) == label).sum()
-            stats += torch.stack([loss * label.numel(), correct.double(), stats.new_tensor(label.numel()),
+                self.scaler.scale(loss * (scale * weight)).backward()
+            loss = loss.detach().double() * weight
+            correct = (logits.argmax(dim=-1) == label).sum().double() * weight
+            stats += torch.stack([loss, correct, stats.new_tensor(label.numel() * weight),
                                   (~torch.isfinite(loss)).double()])
         stats = distributed.all_reduce_sum(stats).cpu()
         if stats[3] > 0:
@@ -329,6 +364,26 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         return stats, grad_norm
+
+    def _count_clips(self, micro: list[dict]) -> int:
+        """Decodable clips of this step over all processes (adds the dropped ones to ``dropped_clips``)."""
+        counts = torch.tensor([sum(len(b["label"]) for b in micro), sum(b["dropped"] for b in micro)],
+                              dtype=torch.int64, device=self.ctx.device)
+        clips, dropped = distributed.all_reduce_sum(counts).tolist()
+        self.dropped_clips += dropped
+        if clips == 0:
+            raise DataQualityError(
+                f"every clip of optimiser step {self.pos.global_step + 1} (epoch {self.pos.epoch + 1}) comes from "
+                f"a bad video whose {self.cfg.data.max_replacements} replacement draws were bad too: nothing "
+                f"to train on. Fix or remove the bad files (`sct data check`) or raise data.max_replacements")
+        return clips
+
+    @staticmethod
+    def _stand_in(empty: dict) -> dict:
+        """A zero-weighted one-clip batch for a process whose clips of this step were all dropped: DDP needs
+        every process in the gradient exchange, and a weight of 0 adds exactly nothing to the gradient."""
+        video = empty["video"].new_zeros((1, *empty["video"].shape[1:]))
+        return {**empty, "video": video, "label": torch.zeros(1, dtype=torch.long)}
 
     def _autocast(self):
         precision = self.cfg.train.precision
@@ -349,8 +404,8 @@ class Trainer:
         where = f"epoch {self.pos.epoch + 1}, optimiser step {self.pos.global_step + 1}"
         keep = (f"the last good checkpoint is {self.last_checkpoint.weights}" if self.last_checkpoint
                 else "no checkpoint had been written yet")
-        self.log.append({"type": "diverged", "epoch": self.pos.epoch, "step": self.pos.global_step + 1,
-                         "loss": loss})
+        self._record({"type": "diverged", "epoch": self.pos.epoch, "step": self.pos.global_step + 1,
+                      "loss": loss})
         if self.ctx.is_main:
             plot_curves(read_metrics(self.log.path), self.run_dir / "curves.png")
         raise TrainingDivergedError(
@@ -371,13 +426,11 @@ class Trainer:
             metrics = self.validate()
             record.update(val_top1=metrics["top1"], val_clip_top1=metrics["clip_top1"])
             self.val_top1 = metrics["top1"]
+            self.board.confusion("val/confusion", metrics["confusion"], self.class_names, self.pos.global_step)
         self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step)
         self.epoch_totals = torch.zeros(3, dtype=torch.float64)
-        self.log.append(record)
-        if self.ctx.is_main and not sys.stderr.isatty():
-            val = f", val top-1 {record['val_top1']:.1f}%" if "val_top1" in record else ""
-            print(f"epoch {record['epoch']}/{self.cfg.train.epochs}: train loss {record['train_loss']:.4f}, "
-                  f"train top-1 {record['train_top1']:.1f}%{val}", flush=True)
+        self._record(record)
+        self.progress.end_epoch(record)
         self._save_checkpoint()
 
     def validate(self) -> dict[str, Any]:
@@ -391,8 +444,8 @@ class Trainer:
     # ---- checkpoints and the end of the run ---------------------------------------------------------
 
     def _bad_files(self) -> list[list[str]]:
-        merged = {tuple(item) for part in distributed.all_gather_objects(list(self.tracker.items)) for item in part}
-        return [list(item) for item in sorted(merged)]
+        """Every process's bad files: the tracker holds the global list after each step's exchange."""
+        return [list(item) for item in sorted(self.tracker.items)]
 
     def _save_checkpoint(self) -> None:
         bad_files = self._bad_files()
@@ -408,6 +461,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch_totals": self.epoch_totals.tolist(),
                 "bad_files": bad_files,
+                "dropped_clips": self.dropped_clips,
             }
             save_checkpoint(paths, weights=self.model.state_dict(), metadata=self.metadata, state=state,
                             ema=self.ema.state_dict() if self.ema is not None else None)
@@ -439,6 +493,7 @@ class Trainer:
             "weights": str(final),
             "checkpoint": str(self.last_checkpoint.weights),
             "bad_files": bad_files,
+            "dropped_clips": self.dropped_clips,
         }
         text = json.dumps(summary, indent=2).encode()
         atomic_write(self.run_dir / "summary.json", lambda f: f.write(text))
@@ -455,5 +510,8 @@ class Trainer:
             lines.append(f"  val top-1 {summary['val_top1']:.1f}% ({self.cfg.train.val_views} views)")
         lines.append(f"  run folder {self.run_dir}: model.safetensors, metrics.jsonl, curves.png, checkpoints/")
         bad = summary["bad_files"]
-        lines.append(f"  bad files skipped: {len(bad)}" + "".join(f"\n    {p}: {r}" for p, r in bad))
+        lines.append(f"  bad files: {len(bad)}, their clips replaced by other videos' clips"
+                     + (f" except {summary['dropped_clips']} clips left out (no decodable replacement)"
+                        if summary["dropped_clips"] else "")
+                     + "".join(f"\n    {p}: {r}" for p, r in bad))
         return "\n".join(lines)
