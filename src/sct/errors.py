@@ -23,3 +23,7 @@ class CheckpointError(SCTError):
 
 class DataQualityError(SCTError):
     """Too many bad videos in a dataset: the message lists them."""
+
+
+class ExportError(SCTError):
+    """A model cannot be exported faithfully, or an exported file is unusable (names the model or file)."""
