@@ -41,7 +41,7 @@ def test_run_bench_measures_every_model_in_its_own_process(tmp_path):
     hf_fields = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
                  "tubelet_size": [2, 8, 8]}
     report = run_bench(["vit_b16_frames", "hf:vivit"], BenchSettings(**_TINY_SETTINGS),
-                       overrides={"vit_b16_frames": _TINY_VIT, "hf:vivit": hf_fields}, timeout=120, matmul_n=256)
+                       overrides={"vit_b16_frames": _TINY_VIT, "hf:vivit": hf_fields}, timeout=600, matmul_n=256)
     assert report["matmul_gflops"] > 0
     for r in report["results"]:
         assert "error" not in r, r.get("error")
@@ -72,3 +72,32 @@ def test_batch_one_reuses_the_latency_timings():
     result = bench_in_process("vit_b16_frames", settings, _TINY_VIT)
     assert result["throughput"] == result["latency"]
     assert result["clips_per_s"] == pytest.approx(1 / result["latency"]["median_s"])
+
+
+def test_train_step_updates_the_weights_and_counts_three_passes(monkeypatch):
+    from sct.analysis import peers
+
+    settings = BenchSettings(**{**_TINY_SETTINGS, "train": True})
+    built = []
+    real_build = peers.build_model
+    monkeypatch.setattr(peers, "build_model", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    result = bench_in_process("vit_b16_frames", settings, _TINY_VIT)
+    torch.manual_seed(settings.seed)
+    fresh = real_build("vit_b16_frames", num_classes=3, num_frames=2, img_size=16, **_TINY_VIT)
+    trained = dict(built[0].named_parameters())
+    assert any(not torch.equal(p, trained[n]) for n, p in fresh.named_parameters()), "AdamW must have stepped"
+    assert result["achieved_gflops"] == pytest.approx(6 * result["macs"] * 2 / result["throughput"]["median_s"] / 1e9)
+    assert result["throughput"]["peak_bytes"] > 0
+
+
+def test_train_with_checkpointing_in_the_report(tmp_path):
+    settings = BenchSettings(**{**_TINY_SETTINGS, "train": True, "grad_checkpointing": True})
+    report = run_bench(["vit_b16_frames"], settings, overrides={"vit_b16_frames": _TINY_VIT}, timeout=600,
+                       matmul_n=256)
+    assert "error" not in report["results"][0], report["results"][0].get("error")
+    assert "training step (forward, backward, AdamW), gradient checkpointing" in write_report(report, tmp_path)
+
+
+def test_checkpointing_without_train_is_refused():
+    with pytest.raises(ConfigError, match="--grad-checkpointing only changes training"):
+        BenchSettings(grad_checkpointing=True)

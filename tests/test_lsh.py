@@ -344,3 +344,28 @@ def test_fused_cpu_kernel_equals_explicit_path(monkeypatch):
     fused = lsh_attention(qk, v, **kwargs)
     monkeypatch.setattr(lsh, "_FUSED_CPU", None)
     torch.testing.assert_close(lsh_attention(qk, v, **kwargs), fused, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("padded_from", [150, 60])
+def test_padding_blocks_equal_the_full_mask_everywhere(monkeypatch, padded_from):
+    """Padding sorts to the end of each round, so only the last chunks (as many as the most padding in a row
+    fills) need the full mask; masking every block in full gives the same outputs and gradients."""
+    from sct.models.attention import lsh
+
+    qk, v = rand_qkv(seq=200, d=8)
+    mask = torch.zeros(2, 200, dtype=torch.bool)
+    mask[1, padded_from:] = True
+    kwargs = dict(n_hashes=2, n_buckets=8, chunk_length=16, rotations=random_rotations(3, 8, 2, 8),
+                  key_padding_mask=mask)
+
+    def run():
+        a, b = qk.clone().requires_grad_(), v.clone().requires_grad_()
+        out = lsh_attention(a, b, **kwargs)
+        out.sin().sum().backward()
+        return out.detach(), a.grad, b.grad
+
+    monkeypatch.setattr(lsh, "TRAIN_BLOCK_SLOTS", 64)
+    blocked = run()
+    monkeypatch.setattr(lsh._Layout, "full_mask", lambda self, first, count: True)
+    for got, want in zip(blocked, run(), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -233,8 +233,15 @@ class TrainConfig:
     # Intra-op CPU threads per process (null: PyTorch's default, one per core). With data-loading workers
     # on the same cores, fewer threads avoid oversubscription, which costs more than it gains on small CPUs.
     num_threads: int | None = None
+    # Recompute each transformer layer's activations in the backward pass: less memory, more time.
+    grad_checkpointing: bool = False
+    # torch.compile the model; where compiling fails the run goes on eagerly, with a warning.
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        for key in ("grad_checkpointing", "compile"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"train.{key} must be true or false, got {getattr(self, key)!r}")
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")

@@ -6,6 +6,11 @@ the same inputs from the same seed, and the machine's matmul GFLOP/s is measured
 so the ratios in one table are fair. On a CPU the peak is the growth of the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``) over the forward passes; on a GPU it is
 ``torch.cuda.max_memory_allocated`` above the model's own memory, and timings use CUDA events.
+
+With ``--train`` what is timed is one training step: forward, cross-entropy on fixed random labels,
+backward and an AdamW step. Its GFLOP/s count a training step as three forward passes (the backward pass
+costs two), whatever gradient checkpointing recomputes on top; its peak memory includes the gradients and
+the optimiser's state, which the first step creates.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class BenchSettings:
     batch: int = 8
     dtype: str = "fp32"
     compile: bool = False
+    train: bool = False
+    grad_checkpointing: bool = False
     repeats: int = 10
     warmup: int = 2
     classes: int = 400
@@ -60,6 +67,13 @@ class BenchSettings:
             raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available")
+        if self.grad_checkpointing and not self.train:
+            raise ConfigError("--grad-checkpointing only changes training: add --train")
+
+    @property
+    def flops_per_macs(self) -> int:
+        """FLOPs per forward multiply-accumulate the timed work does: 2 for inference, 6 for a training step."""
+        return 6 if self.train else 2
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -135,21 +149,45 @@ def _timer(device: str):
     return timed_cpu
 
 
-def _measure(model: torch.nn.Module, clip: torch.Tensor, settings: BenchSettings, repeats: int,
-             baseline: int | None) -> dict[str, Any]:
-    """Warm up, then time ``repeats`` forward passes of ``clip`` ``(B, 3, T, H, W)`` and track peak memory."""
-    autocast = (torch.autocast(settings.device, dtype=torch.bfloat16) if settings.dtype == "bf16"
-                else contextlib.nullcontext())
+def _autocast(settings: BenchSettings):
+    return (torch.autocast(settings.device, dtype=torch.bfloat16) if settings.dtype == "bf16"
+            else contextlib.nullcontext())
+
+
+def _inference(model: torch.nn.Module, settings: BenchSettings):
+    """``run(clip)``: one forward pass of ``clip`` ``(B, 3, T, H, W)``, without autograd."""
+    def run(clip: torch.Tensor) -> None:
+        with torch.inference_mode(), _autocast(settings):
+            model(clip)
+    return run
+
+
+def _training(model: torch.nn.Module, params: list[torch.nn.Parameter], settings: BenchSettings):
+    """``run(clip)``: one training step on ``clip`` ``(B, 3, T, H, W)``: forward, loss, backward, AdamW."""
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    labels = torch.randint(settings.classes, (settings.batch,), generator=torch.Generator().manual_seed(1))
+    labels = labels.to(settings.device)
+
+    def run(clip: torch.Tensor) -> None:
+        with _autocast(settings):
+            logits = model(clip)
+        torch.nn.functional.cross_entropy(logits.float(), labels[:clip.shape[0]]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return run
+
+
+def _measure(run, clip: torch.Tensor, settings: BenchSettings, repeats: int, baseline: int | None) -> dict[str, Any]:
+    """Warm up, then time ``repeats`` calls of ``run(clip)`` (``clip`` ``(B, 3, T, H, W)``) and track peak memory."""
     timed = _timer(settings.device)
 
-    def forward() -> None:
-        with autocast:
-            model(clip)
+    def once() -> None:
+        run(clip)
 
-    with torch.inference_mode(), PeakMemory(settings.device, baseline) as memory:
+    with PeakMemory(settings.device, baseline) as memory:
         for _ in range(settings.warmup):
-            forward()
-        times = [timed(forward) for _ in range(repeats)]
+            once()
+        times = [timed(once) for _ in range(repeats)]
     quantiles = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
     return {"median_s": statistics.median(times), "p10_s": quantiles[0], "p90_s": quantiles[-1],
             "times_s": times, "peak_bytes": memory.peak}
@@ -164,23 +202,24 @@ def bench_in_process(name: str, settings: BenchSettings, overrides: dict[str, An
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     model = build_model(name, num_classes=settings.classes, num_frames=settings.frames, img_size=settings.size,
-                        **overrides)
-    model = model.to(settings.device).eval()
-    runner = torch.compile(model) if settings.compile else model
+                        grad_checkpointing=settings.grad_checkpointing, **overrides)
+    model = model.to(settings.device).train(settings.train)
+    compiled = torch.compile(model) if settings.compile else model
+    run = _training(compiled, list(model.parameters()), settings) if settings.train else _inference(compiled, settings)
     g = torch.Generator().manual_seed(settings.seed)
     big = torch.randn(settings.batch, 3, settings.frames, settings.size, settings.size, generator=g)
     big = big.to(settings.device)
     small = big[:1].clone()
     # Memory is measured before anything else runs a forward pass, against what the model and inputs hold.
     baseline = memory_now(settings.device)
-    latency = _measure(runner, small, settings, settings.repeats, baseline)
+    latency = _measure(run, small, settings, settings.repeats, baseline)
     # At batch 1 the throughput run would repeat the latency run; its clips/s come from the same timings.
     throughput = (latency if settings.batch == 1
-                  else _measure(runner, big, settings, max(3, settings.repeats // 3), baseline))
-    macs, _ = count_macs(model.cpu(), small.cpu())
+                  else _measure(run, big, settings, max(3, settings.repeats // 3), baseline))
+    macs, _ = count_macs(model.cpu().eval(), small.cpu())
     return {"model": name, "params": count_params(model), "macs": macs, "latency": latency,
             "throughput": throughput, "clips_per_s": settings.batch / throughput["median_s"],
-            "achieved_gflops": 2 * macs * settings.batch / throughput["median_s"] / 1e9}
+            "achieved_gflops": settings.flops_per_macs * macs * settings.batch / throughput["median_s"] / 1e9}
 
 
 def _worker(spec: str) -> int:
@@ -258,7 +297,11 @@ def _mib(value: int | None) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """The report as Markdown: a settings line and one row per model."""
     s = report["settings"]
-    head = (f"{report['machine']}; {s['device']}, {s['dtype']}{', compiled' if s['compile'] else ''}; "
+    work = "inference"
+    if s.get("train"):
+        work = "training step (forward, backward, AdamW)" + (", gradient checkpointing" if s["grad_checkpointing"]
+                                                             else "")
+    head = (f"{report['machine']}; {s['device']}, {s['dtype']}{', compiled' if s['compile'] else ''}; {work}; "
             f"clip {s['frames']}x{s['size']}x{s['size']}; latency at batch 1 over {s['repeats']} runs after "
             f"{s['warmup']} warm-up; throughput at batch {s['batch']}; matmul {report['matmul_gflops']:.0f} GFLOP/s "
             "measured in the same run.")
@@ -288,6 +331,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=8, help="batch size of the throughput run (default 8)")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32, or bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model (warm-up absorbs compiling)")
+    parser.add_argument("--train", action="store_true",
+                        help="time training steps (forward, backward, AdamW step) instead of inference")
+    parser.add_argument("--grad-checkpointing", action="store_true",
+                        help="with --train: recompute each transformer layer's activations in backward")
     parser.add_argument("--repeats", type=int, default=10, help="timed batch-1 runs per model (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -298,7 +345,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(frames=args.frames, size=args.size, batch=args.batch, dtype=args.dtype,
-                             compile=args.compile, repeats=args.repeats, warmup=args.warmup, device=args.device,
+                             compile=args.compile, train=args.train, grad_checkpointing=args.grad_checkpointing,
+                             repeats=args.repeats, warmup=args.warmup, device=args.device,
                              threads=args.threads)
     report = run_bench(args.models, settings, timeout=args.timeout,
                        progress=lambda name: print(f"benchmarking {name} ...", file=sys.stderr, flush=True))

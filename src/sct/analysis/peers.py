@@ -50,8 +50,12 @@ def available() -> list[str]:
     return list_models() + list(HF_PEERS)
 
 
-def build_hf_peer(name: str, *, num_classes: int, num_frames: int, img_size: int, **fields: Any) -> nn.Module:
-    """A randomly initialised Hugging Face video classifier; ``fields`` override its config."""
+def build_hf_peer(name: str, *, num_classes: int, num_frames: int, img_size: int, grad_checkpointing: bool = False,
+                  **fields: Any) -> nn.Module:
+    """A randomly initialised Hugging Face video classifier; ``fields`` override its config.
+
+    ``grad_checkpointing`` turns on the library's own per-layer checkpointing.
+    """
     try:
         import transformers
     except ImportError:
@@ -60,18 +64,22 @@ def build_hf_peer(name: str, *, num_classes: int, num_frames: int, img_size: int
     config = getattr(transformers, config_cls)(
         **{**defaults, "num_frames": num_frames, "image_size": img_size, "num_labels": num_classes, **fields}
     )
-    return HFVideoClassifier(getattr(transformers, model_cls)(config).eval(), name)
+    model = getattr(transformers, model_cls)(config).eval()
+    if grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return HFVideoClassifier(model, name)
 
 
 def build_model(name: str, *, num_classes: int = 400, num_frames: int | None = None, img_size: int | None = None,
-                **overrides: Any) -> nn.Module:
+                grad_checkpointing: bool = False, **overrides: Any) -> nn.Module:
     """Build ``name`` (registry name or ``hf:...`` peer) in eval mode; ``overrides`` set config fields."""
     if name.startswith("hf:"):
         if name not in HF_PEERS:
             raise ConfigError(f"unknown Hugging Face peer {name!r}; known: {', '.join(HF_PEERS)}")
         return build_hf_peer(name, num_classes=num_classes, num_frames=num_frames or 8, img_size=img_size or 224,
-                             **overrides)
-    return create_model(name, num_classes=num_classes, num_frames=num_frames, img_size=img_size, **overrides).eval()
+                             grad_checkpointing=grad_checkpointing, **overrides)
+    return create_model(name, num_classes=num_classes, num_frames=num_frames, img_size=img_size,
+                        grad_checkpointing=grad_checkpointing, **overrides).eval()
 
 
 def input_shape(model: nn.Module) -> tuple[int, int]:

@@ -45,6 +45,7 @@ from sct.engine.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from sct.engine.compiled import CompiledWithFallback
 from sct.engine.distributed import DistContext, TrainBatchSampler, accumulation_steps
 from sct.engine.ema import ModelEMA
 from sct.engine.evaluate import infer_scores
@@ -184,13 +185,14 @@ class Trainer:
                 raise ConfigError(f"model.{key}={self.cfg.model.overrides[key]} disagrees with {source}")
         torch.manual_seed(self.cfg.seed)
         return create_model(self.cfg.model.name, pretrained=self.cfg.model.pretrained,
+                            grad_checkpointing=self.cfg.train.grad_checkpointing,
                             **{k: v for k, (v, _) in derived.items()}, **overrides)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
-        if not self.ctx.distributed:
-            return model
-        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        if self.ctx.distributed:
+            device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids)
+        return CompiledWithFallback(model) if self.cfg.train.compile else model
 
     def _load(self, paths: CheckpointPaths) -> None:
         """Check that the checkpoint belongs to this model and data, then restore every piece of state."""

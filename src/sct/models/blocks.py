@@ -7,6 +7,7 @@ from einops import rearrange
 from torch import nn
 
 from sct.models.attention.rollout import RESIDUAL
+from sct.models.checkpointing import checkpointed
 
 
 class Mlp(nn.Module):
@@ -59,6 +60,8 @@ class TransformerLayer(nn.Module):
     for layers whose output lives on other tokens than their input (stochastic depth then spares it).
     ``attn_norm=False`` hands the raw input to attention modules that normalise internally
     (TimeSformer's divided attention).
+    ``grad_checkpointing`` (see ``models.checkpointing``) keeps only the layer's input for the backward
+    pass and recomputes the rest there, when training with autograd.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class TransformerLayer(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, drop=drop)
         self.drop_path = DropPath(drop_path)
         self.residual = residual
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, rows_per_sample: int = 1, **attn_kwargs) -> torch.Tensor:
         """``x``: ``(..., N, C)`` -> ``(..., N, C)``; ``attn_kwargs`` go to the attention module.
@@ -87,6 +91,11 @@ class TransformerLayer(nn.Module):
         Without the attention residual, stochastic depth acts on the MLP branch only: dropping the
         attention output would zero the whole token stream.
         """
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpointed(self._forward, x, rows_per_sample, **attn_kwargs)
+        return self._forward(x, rows_per_sample, **attn_kwargs)
+
+    def _forward(self, x: torch.Tensor, rows_per_sample: int, **attn_kwargs) -> torch.Tensor:
         a = self.attn(self.norm1(x), **attn_kwargs)
         x = x + self.drop_path(a, rows_per_sample) if self.residual else a
         return x + self.drop_path(self.mlp(self.norm2(x)), rows_per_sample)

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from sct.errors import ConfigError
+from sct.models.checkpointing import set_grad_checkpointing
 
 _REGISTRY: dict[str, tuple[Callable[[Any], nn.Module], Any]] = {}
 
@@ -65,6 +66,7 @@ def create_model(
     num_frames: int | None = None,
     img_size: int | None = None,
     pretrained: str | None = None,
+    grad_checkpointing: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -72,7 +74,8 @@ def create_model(
     Input of the returned model: float tensor ``(B, 3, T, H, W)``; output: logits ``(B, num_classes)``.
     ``num_frames``/``img_size`` default to the registered config's values; ``overrides`` set any other
     field of the model's config dataclass. ``pretrained`` is a local weights file (image ViT weights
-    for the ViT family; an ``sct`` checkpoint for any model).
+    for the ViT family; an ``sct`` checkpoint for any model). ``grad_checkpointing`` recomputes each
+    transformer layer's activations in the backward pass instead of keeping them (less memory, more time).
     """
     fields: dict[str, Any] = {"num_classes": num_classes, **overrides}
     if num_frames is not None:
@@ -85,4 +88,6 @@ def create_model(
         from sct.models.weights import load_pretrained
 
         load_pretrained(model, pretrained)
+    if grad_checkpointing:
+        set_grad_checkpointing(model)
     return model

@@ -8,7 +8,9 @@ log-sum-exp. See ``specs/lsh-attention.md``.
 The sorted sequence is processed in blocks of whole chunks within one round. Each block gathers its
 queries and its look-around keys straight from the unsorted tensors, attends, and merges its output
 into the result with an online log-sum-exp over rounds, so memory stays ``O(L)`` plus one block.
-The backward pass recomputes each block (as flash attention does) instead of keeping the weights.
+The backward pass recomputes each block (as flash attention does) instead of keeping the weights; it
+works in sorted (slot) order per group of rows and returns the gradients to positions through the
+inverse of the sort, so its cost does not grow with the number of blocks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch.autograd.function import once_differentiable
 from sct.errors import ConfigError
 from sct.models.attention.dense import frame_relevance
 from sct.models.attention.lsh_hashing import default_n_buckets, hash_vectors, random_rotations, sort_by_bucket
+from sct.models.checkpointing import recomputing
 
 __all__ = ["LSHConfig", "LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
            "sort_by_bucket"]
@@ -56,16 +59,23 @@ class _Layout:
     before: int
     after: int
     block_slots: int
+    pad_chunks: int = 0  # trailing chunks of each round that may hold padding (padding sorts last in a round)
 
     @property
     def window(self) -> int:
         return (1 + self.before + self.after) * self.chunk
 
-    def window_leaves_round(self, first: int, count: int) -> bool:
+    @property
+    def tail(self) -> int:
+        """Chunks at the end of each round that get blocks of their own: windows reaching past the round, or
+        holding padding."""
+        return max(self.after, self.pad_chunks)
+
+    def full_mask(self, first: int, count: int) -> bool:
         """Whether some window of the chunks in slots ``[first, first + count)`` reaches into another round
-        (or wraps onto its own round), where a query may meet its own position again."""
+        (or wraps onto its own round), where a query may meet its own position again, or onto padding."""
         start = first % self.padded_len
-        return start < self.before * self.chunk or start + count + self.after * self.chunk > self.padded_len
+        return start < self.before * self.chunk or start + count + self.tail * self.chunk > self.padded_len
 
     def row_groups(self, n_rows: int) -> list[slice]:
         step = max(1, self.block_slots // self.padded_len)
@@ -74,11 +84,11 @@ class _Layout:
     def slot_ranges(self) -> list[tuple[int, int]]:
         """``(first slot, n slots)`` of each block: whole chunks, never across a round boundary.
 
-        The chunks whose windows leave their round (the first ``before`` and last ``after``) get blocks of
-        their own, so every other block can use the cheap diagonal self mask.
+        The chunks whose windows leave their round or may see padding (the first ``before`` and last
+        :attr:`tail`) get blocks of their own, so every other block can use the cheap diagonal self mask.
         """
         n_chunks = self.padded_len // self.chunk
-        inner = (min(self.before, n_chunks), max(self.before, n_chunks - self.after))
+        inner = (min(self.before, n_chunks), max(self.before, n_chunks - self.tail))
         parts = [(0, inner[0]), inner, (inner[1], n_chunks)]
         step = max(1, self.block_slots // self.chunk)
         ranges = [(start, min(step, end - start)) for begin, end in parts for start in range(begin, end, step)]
@@ -134,31 +144,46 @@ class _Block(NamedTuple):
     out_index: torch.Tensor  # (G * n * c,) the queries' rows in the flattened output
 
 
-def _gather_block(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, slots: _Slots, layout: _Layout,
-                  rows: slice, first: int, count: int, row_offset: int = 0) -> _Block:
-    """Queries of the sorted slots ``[first, first + count)`` of ``rows`` and their windows.
+def _gather_slots(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, index: torch.Tensor,
+                  n_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows, normalised keys and values of the slots ``index`` ``(n_rows * S,)``, each ``(n_rows, S, d)``.
 
-    ``x``, ``v``: rows flattened to ``(G * L, d)``, ``key_scale``: ``(G * L, 1)`` from :func:`_key_scale`;
-    ``row_offset`` is subtracted from the row indices (when ``x`` holds only some rows). The windows are
-    overlapping views (``unfold``) of one ``index_select`` of the block's chunks and their neighbours.
+    ``x``, ``v``: rows flattened to ``(G * L, d)``; ``key_scale``: ``(G * L, 1)`` from :func:`_key_scale`.
     """
+    xs = x.index_select(0, index).view(n_rows, -1, x.shape[-1])
+    vs = v.index_select(0, index).view(n_rows, -1, v.shape[-1])
+    return xs, xs * key_scale.index_select(0, index).view(n_rows, -1, 1), vs
+
+
+def _gather_block(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, slots: _Slots, layout: _Layout,
+                  rows: slice, first: int, count: int) -> _Block:
+    """Queries of the sorted slots ``[first, first + count)`` of ``rows`` and their windows, gathered from
+    the rows ``x``, ``v`` ``(G * L, d)`` (see :func:`_gather_slots`) for this block alone."""
+    span = slice(first, first + count + layout.window - layout.chunk)
+    gathered = _gather_slots(x, v, key_scale, slots.rows_index[rows, span].flatten(), slots.pos[rows].shape[0])
+    return _block_view(*gathered, slots, layout, rows, first, count, offset=first)
+
+
+def _block_view(xs: torch.Tensor, keys: torch.Tensor, vs: torch.Tensor, slots: _Slots, layout: _Layout, rows: slice,
+                first: int, count: int, offset: int) -> _Block:
+    """The block of sorted slots ``[first, first + count)`` as views of slot-ordered rows, keys and values
+    ``(n_rows, S, d)`` that start at extended slot ``offset``. The windows are overlapping views (``unfold``)."""
     c, before, window = layout.chunk, layout.before, layout.window
     span = slice(first, first + count + window - c)  # in extended slots: window of the block's first chunk on
     queries = slice(first + before * c, first + before * c + count)
-    n_rows = slots.pos[rows].shape[0]
-    index = slots.rows_index[rows, span].flatten() - row_offset
-    xs = x.index_select(0, index).view(n_rows, -1, x.shape[-1])
-    vs = v.index_select(0, index).view(n_rows, -1, v.shape[-1])
-    keys = xs * key_scale.index_select(0, index).view(n_rows, -1, 1)
+    local = slice(span.start - offset, span.stop - offset)
+    xs, keys, vs = xs[:, local], keys[:, local], vs[:, local]
     query_pos = slots.pos[rows, queries].unflatten(1, (count // c, c))
     key_pos = slots.pos[rows, span].unfold(1, window, c)
-    pad_value, self_value = _MASK_VALUES.get(x.dtype, _LOW_PRECISION_MASK_VALUES)
-    if layout.window_leaves_round(first, count):
-        bias = (query_pos.unsqueeze(-1) == key_pos.unsqueeze(-2)).to(x.dtype) * self_value
-    else:  # positions are distinct within a round: a query meets itself only in its own chunk, on the diagonal
-        bias = _self_diagonal(c, before, layout.after, self_value, x.dtype, x.device)
-    if slots.is_pad is not None:
-        bias = bias + slots.is_pad[rows, span].unfold(1, window, c).unsqueeze(-2).to(x.dtype) * pad_value
+    pad_value, self_value = _MASK_VALUES.get(xs.dtype, _LOW_PRECISION_MASK_VALUES)
+    if not layout.full_mask(first, count):
+        # Positions are distinct within a round and no padding is in reach: a query meets itself only in its
+        # own chunk, on the diagonal.
+        bias = _self_diagonal(c, before, layout.after, self_value, xs.dtype, xs.device)
+    else:
+        bias = (query_pos.unsqueeze(-1) == key_pos.unsqueeze(-2)).to(xs.dtype) * self_value
+        if slots.is_pad is not None:
+            bias = bias + slots.is_pad[rows, span].unfold(1, window, c).unsqueeze(-2).to(xs.dtype) * pad_value
     return _Block(xs[:, before * c:before * c + count].unflatten(1, (count // c, c)),
                   keys.unfold(1, window, c).transpose(-1, -2), vs.unfold(1, window, c).transpose(-1, -2),
                   bias, query_pos, key_pos, slots.out_index[rows, queries].flatten())
@@ -224,7 +249,7 @@ def _lsh_forward(x, v, slots: _Slots, layout: _Layout) -> tuple[torch.Tensor, to
 
 class _LSHAttentionFunction(torch.autograd.Function):
     """Blocked LSH attention over rows flattened to ``(G * L, d)`` -> output ``(G * Lp, d)`` and the
-    log-sum-exp ``(G * Lp,)``. The backward pass recomputes each block."""
+    log-sum-exp ``(G * Lp,)``. The backward pass recomputes each block (see :func:`_lsh_backward`)."""
 
     @staticmethod
     def forward(ctx, x, v, slots: _Slots, layout: _Layout):
@@ -238,25 +263,91 @@ class _LSHAttentionFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad, _grad_lse):
         x, v, out, lse = ctx.saved_tensors
-        slots, layout = ctx.slots, ctx.layout
-        grad_x, grad_v = torch.zeros_like(x), torch.zeros_like(v)
-        for rows in layout.row_groups(slots.pos.shape[0]):
-            part = slice(rows.start * layout.seq_len, rows.stop * layout.seq_len)
-            x_rows, v_rows = x[part].detach().requires_grad_(), v[part].detach().requires_grad_()
-            with torch.enable_grad():
-                key_scale = _key_scale(x_rows)
-            for first, count in layout.slot_ranges():
-                with torch.enable_grad():
-                    block = _gather_block(x_rows, v_rows, key_scale, slots, layout, rows, first, count,
-                                          row_offset=part.start)
-                grads = _block_backward(block, grad.index_select(0, block.out_index),
-                                        out.index_select(0, block.out_index), lse.index_select(0, block.out_index))
-                # The key normalisation's graph is shared by the row group's blocks: keep it between them.
-                torch.autograd.backward((block.queries, block.keys, block.values), grads, inputs=(x_rows, v_rows),
-                                        retain_graph=True)
-            grad_x[part] = x_rows.grad
-            grad_v[part] = v_rows.grad
-        return grad_x, grad_v, None, None
+        return (*_lsh_backward(x, v, out, lse, grad, ctx.slots, ctx.layout), None, None)
+
+
+def _lsh_backward(x, v, out, lse, grad, slots: _Slots, layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of rows ``x`` and values ``v`` ``(G * L, d)`` from the output gradient ``grad`` ``(G * Lp, d)``.
+
+    Per group of rows, the rows, keys and values are gathered once into sorted (slot) order; every block is
+    a view of them, and its gradients are added into slot-ordered buffers (a key's overlapping windows fold
+    back onto its slot by shifted adds). The buffers return to positions through the inverse of the sort (a
+    gather, not a scatter), and the key normalisation is differentiated once at the end: the work stays O(L)
+    however many blocks there are.
+    """
+    n_rows, d = slots.pos.shape[0], x.shape[-1]
+    front, total = layout.before * layout.chunk, layout.n_hashes * layout.padded_len
+    key_scale = _key_scale(x)
+    inverse = _inverse_sort(slots.pos[:, front:front + total], layout)
+    grad_q, grad_k, grad_v = (torch.empty_like(t).view(n_rows, layout.seq_len, d) for t in (x, x, v))
+    for rows in layout.row_groups(n_rows):
+        index = slots.rows_index[rows].flatten()
+        g = slots.pos[rows].shape[0]
+        xs, keys, vs = _gather_slots(x, v, key_scale, index, g)
+        at_queries = slots.out_index[rows, front:front + total].flatten()
+        # Output-side tensors of every query slot, (g, R * Lp, ...).
+        grad_s, out_s = (t.index_select(0, at_queries).view(g, total, d) for t in (grad, out))
+        lse_s = lse.index_select(0, at_queries).view(g, total)
+        dq, dk, dv = torch.empty_like(grad_s), torch.zeros_like(xs), torch.zeros_like(vs)
+        for first, count in layout.slot_ranges():
+            block = _block_view(xs, keys, vs, slots, layout, rows, first, count, offset=0)
+            part = slice(first, first + count)
+            bq, bk, bv = _block_backward(block, grad_s[:, part], out_s[:, part], lse_s[:, part])
+            dq[:, part] = bq.flatten(1, 2)
+            _fold_windows(dk, bk, first, layout.chunk)
+            _fold_windows(dv, bv, first, layout.chunk)
+        grad_q[rows] = _to_positions(dq, inverse[rows], layout)
+        grad_k[rows] = _to_positions(_fold_wrap(dk, layout), inverse[rows], layout)
+        grad_v[rows] = _to_positions(_fold_wrap(dv, layout), inverse[rows], layout)
+    grad_q, grad_k, grad_v = (t.view(-1, d) for t in (grad_q, grad_k, grad_v))
+    return grad_q + _key_scale_backward(x, key_scale, grad_k), grad_v
+
+
+def _inverse_sort(sorted_pos: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    """``(G, R, Lp)``: the slot (in ``[0, R * Lp)``) holding each position in each round, from the position
+    of each slot ``sorted_pos`` ``(G, R * Lp)``."""
+    n_rows, total = sorted_pos.shape
+    shape = (n_rows, layout.n_hashes, layout.padded_len)
+    slot = torch.arange(total, device=sorted_pos.device).view(1, *shape[1:]).expand(shape)
+    return torch.empty(shape, dtype=torch.long, device=sorted_pos.device).scatter_(2, sorted_pos.view(shape), slot)
+
+
+def _fold_wrap(extended: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    """Slot-ordered gradients over the extended slots ``(g, before * c + R * Lp + after * c, d)`` -> over the
+    ``R * Lp`` slots, the circular copies in front and behind added onto the slots they copy."""
+    front, total = layout.before * layout.chunk, layout.n_hashes * layout.padded_len
+    core = extended[:, front:front + total]
+    wrap = torch.arange(-front, total + layout.after * layout.chunk, device=extended.device) % total
+    if front:
+        core.index_add_(1, wrap[:front], extended[:, :front])
+    if layout.after:
+        core.index_add_(1, wrap[front + total:], extended[:, front + total:])
+    return core
+
+
+def _to_positions(slot_grads: torch.Tensor, inverse: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    """``(g, R * Lp, d)`` per slot -> ``(g, L, d)`` per position, summed over the rounds (padding dropped)."""
+    g, total, d = slot_grads.shape
+    index = (inverse + torch.arange(g, device=inverse.device).view(g, 1, 1) * total).flatten()
+    per_round = slot_grads.reshape(g * total, d).index_select(0, index).view(g, layout.n_hashes, -1, d)
+    return per_round.sum(1)[:, :layout.seq_len]
+
+
+def _fold_windows(acc: torch.Tensor, windows: torch.Tensor, first: int, chunk: int) -> None:
+    """Add the gradients of a block's overlapping key windows ``(g, n, W, d)`` onto their slots in ``acc``
+    ``(g, S, d)``: chunk ``i``'s window starts at slot ``first + i * chunk``."""
+    n, window = windows.shape[1], windows.shape[2]
+    for j in range(0, window, chunk):
+        acc[:, first + j:first + j + n * chunk].view(acc.shape[0], n, chunk, -1).add_(windows[:, :, j:j + chunk])
+
+
+def _key_scale_backward(x: torch.Tensor, key_scale: torch.Tensor, grad_keys: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``x`` ``(N, d)`` through ``k = x * key_scale`` (:func:`_key_scale`) given ``dL/dk``.
+
+    With ``s = rsqrt(m + eps) / sqrt(d)`` and ``m = mean(x^2)``: ``ds/dx = -s x / (d (m + eps))``, so
+    ``dL/dx = s dk - x s (dk . x) / (d (m + eps))``, and ``1 / (d (m + eps)) = s^2``.
+    """
+    return key_scale * grad_keys - x * (key_scale.pow(3) * (grad_keys * x).sum(-1, keepdim=True))
 
 
 def _block_backward(block: _Block, grad: torch.Tensor, out: torch.Tensor, lse: torch.Tensor):
@@ -358,16 +449,20 @@ def lsh_attention(
     bsz, heads, seq_len, dim_head = qk.shape
     needs_grad = torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad)
     block_slots = TRAIN_BLOCK_SLOTS if needs_grad else BLOCK_SLOTS
-    if seq_len <= chunk_length:
-        layout = _Layout(seq_len, seq_len, 1, seq_len, 0, 0, block_slots)
-    else:
-        layout = _Layout(seq_len, seq_len + (-seq_len % chunk_length), n_hashes, chunk_length, chunks_before,
-                         chunks_after, block_slots)
-    pad = None
-    if key_padding_mask is not None or layout.padded_len > seq_len:
-        pad = torch.ones(bsz, layout.padded_len, dtype=torch.bool, device=qk.device)
+    short = seq_len <= chunk_length
+    padded_len = seq_len if short else seq_len + (-seq_len % chunk_length)
+    pad, pad_chunks = None, 0
+    if key_padding_mask is not None or padded_len > seq_len:
+        pad = torch.ones(bsz, padded_len, dtype=torch.bool, device=qk.device)
         pad[:, :seq_len] = False if key_padding_mask is None else key_padding_mask
+        # Padding sorts after every real bucket, so it fills at most this many chunks at the end of a round.
+        pad_chunks = -(-int(pad.sum(1).max()) // (padded_len if short else chunk_length))
         pad = pad.repeat_interleave(heads, dim=0)  # (B * H, Lp)
+    if short:
+        layout = _Layout(seq_len, seq_len, 1, seq_len, 0, 0, block_slots, pad_chunks)
+    else:
+        layout = _Layout(seq_len, padded_len, n_hashes, chunk_length, chunks_before, chunks_after, block_slots,
+                         pad_chunks)
     sorted_pos = _sorted_positions(qk, layout, n_buckets, rotations, buckets, pad, generator)
     slots = _Slots.build(sorted_pos, pad, layout)
     x, values = qk.reshape(-1, dim_head), v.reshape(-1, dim_head)  # (B * H * L, d_h)
@@ -445,7 +540,9 @@ class LSHSelfAttention(nn.Module):
         records as a constant instead of a random-number op.
         """
         if self.training and self.resample:
-            self.draws += 1
+            # A checkpointed layer's replay in backward must hash with the draw its forward pass used.
+            if not recomputing():
+                self.draws += 1
             seed = (self.seed * 1_000_003 + int(self.draws)) % 2**63
             return random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets,
                                     torch.Generator().manual_seed(seed), device)

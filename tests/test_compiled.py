@@ -1,0 +1,50 @@
+"""``train.compile``: the compiled model gives the model's outputs, and a failing compiler falls back to eager."""
+
+import pytest
+import torch
+from torch import nn
+
+from sct.config import TrainConfig
+from sct.engine.compiled import CompiledWithFallback
+from sct.errors import ConfigError
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 3))
+
+
+def _broken_backend(graph, example_inputs):
+    raise RuntimeError("no C++ compiler here")
+
+
+def test_compiled_model_matches_eager_and_trains():
+    model, x = _model(), torch.randn(4, 8)
+    compiled = CompiledWithFallback(model, backend="eager")
+    expected = model(x)
+    out = compiled(x)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert compiled.error is None and all(p.grad is not None for p in model.parameters())
+
+
+def test_compile_failure_warns_once_and_runs_eagerly():
+    model, x = _model(), torch.randn(4, 8)
+    compiled = CompiledWithFallback(model, backend=_broken_backend)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler here.*running the model eagerly"):
+        out = compiled(x)
+    torch.testing.assert_close(out, model(x))
+    assert "no C++ compiler here" in compiled.error
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))  # no second attempt, no second warning
+
+
+def test_errors_of_the_model_itself_still_propagate():
+    compiled = CompiledWithFallback(_model(), backend=_broken_backend)
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        compiled(torch.randn(4, 5))
+
+
+def test_train_compile_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="train.compile must be true or false"):
+        TrainConfig(compile="yes")

@@ -1,0 +1,104 @@
+"""Gradient checkpointing for every model family: the same loss and gradients as without it, less saved
+activation memory, LSH rotations drawn once per step, and ``train.grad_checkpointing`` in a real run."""
+
+import json
+
+import pytest
+import torch
+
+import sct
+from engine_support import synthetic_set, tiny_config
+from sct.engine.train import train
+from sct.errors import ConfigError
+from sct.models.attention.lsh import LSHSelfAttention
+from sct.models.checkpointing import set_grad_checkpointing
+
+_VIT = dict(img_size=32, patch_size=8, dim=32, depth=2, heads=4, mlp_ratio=2.0)
+# One small model per family; SCT keeps its LSH global layer (65 tokens > chunk 32, so it hashes) and
+# drop-path, the two parts that draw random numbers inside a layer.
+MODELS = {
+    "sct_tiny": dict(img_size=32, drop_path_rate=0.2),
+    "vit_b16_frames": _VIT,
+    "tsm_vit_b16": _VIT,
+    "xvit_b16": _VIT,
+    "timesformer_b16": _VIT,
+    "vit_b16_sct": dict(_VIT, temporal_heads=4, temporal_dim_head=8, clip_dim=16, clip_mlp_dim=32, clip_heads=2,
+                        clip_depth=1),
+}
+
+
+def _build(name: str, checkpointing: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return sct.create_model(name, num_classes=5, num_frames=4, grad_checkpointing=checkpointing,
+                            **MODELS[name]).train()
+
+
+def _step(model: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """One forward/backward on a fixed clip: loss, gradients, and the bytes autograd saved outside
+    checkpointed layers."""
+    saved = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    clip = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(2)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = torch.nn.functional.cross_entropy(model(clip), torch.tensor([1, 3]))
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, sum(saved)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_checkpointing_keeps_loss_and_gradients_and_saves_less(name):
+    plain, checkpointed = _build(name, False), _build(name, True)
+    loss, grads, saved = _step(plain)
+    loss_c, grads_c, saved_c = _step(checkpointed)
+    assert torch.equal(loss, loss_c)
+    assert grads.keys() == grads_c.keys() and len(grads) > 0
+    for key in grads:
+        torch.testing.assert_close(grads_c[key], grads[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert saved_c < 0.5 * saved, f"{name}: {saved_c} bytes kept for backward with checkpointing, {saved} without"
+
+
+def test_lsh_rotations_are_drawn_once_per_step_with_checkpointing():
+    model = _build("sct_tiny", True)
+    lsh = [m for m in model.modules() if isinstance(m, LSHSelfAttention)]
+    assert lsh
+    _step(model)
+    assert [int(m.draws) for m in lsh] == [1] * len(lsh), "the backward replay must not count as a new draw"
+
+
+def test_checkpointing_only_in_training_with_autograd():
+    model = _build("sct_tiny", True).eval()
+    clip = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = _build("sct_tiny", False).eval()(clip)
+        torch.testing.assert_close(model(clip), expected)
+
+
+def test_a_model_without_transformer_layers_is_refused():
+    with pytest.raises(ValueError, match="Linear has no layer"):
+        set_grad_checkpointing(torch.nn.Linear(2, 2))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synthetic_set(tmp_path_factory.getbasetemp())
+
+
+def test_train_grad_checkpointing_gives_the_same_run(data, tmp_path):
+    losses = []
+    for flag in ("false", "true"):
+        run_dir = train(tiny_config(data, tmp_path / flag, f"train.grad_checkpointing={flag}", "train.max_steps=2",
+                                    "train.eval_every_epochs=0"))
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        losses.append([r["loss"] for r in map(json.loads, lines) if r["type"] == "step"])
+    assert len(losses[0]) == 2
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_train_option_must_be_a_boolean(data, tmp_path):
+    with pytest.raises(ConfigError, match="train.grad_checkpointing"):
+        train(tiny_config(data, tmp_path / "run", "train.grad_checkpointing=often"))
