@@ -25,14 +25,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from sct.analysis.hardware import describe_machine
+from sct.analysis.report import markdown_table, update_doc_section
+from sct.deploy.export import export_onnx, model_export_source
+from sct.deploy.onnx_model import OnnxModel
+from sct.deploy.reuse import CausalReuse, CyclicReuse, Recompute
 
-from sct.analysis.hardware import describe_machine  # noqa: E402
-from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
-from sct.deploy.export import export_onnx, model_export_source  # noqa: E402
-from sct.deploy.onnx_model import OnnxModel  # noqa: E402
-from sct.deploy.reuse import CausalReuse, CyclicReuse, Recompute  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RUNTIME_MODELS = {"SCT-S": ("sct_s", {}), "X-ViT (ViT-B/16)": ("xvit_b16", {})}
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import av
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from sct.deploy.stream import stream
 
-from sct.deploy.stream import stream  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def join(clips: list[Path], out: Path) -> tuple[Path, float]:
