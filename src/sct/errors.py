@@ -2,7 +2,9 @@
 
 
 class SCTError(Exception):
-    """Base class for every error `sct` raises on bad user input."""
+    """Base class for every error `sct` raises on bad user input; the command exits with ``exit_code``."""
+
+    exit_code = 1
 
 
 class ConfigError(SCTError, ValueError):
@@ -23,3 +25,7 @@ class CheckpointError(SCTError):
 
 class DataQualityError(SCTError):
     """Too many bad videos in a dataset: the message lists them."""
+
+
+class OutputError(SCTError):
+    """An output location cannot be written: a file in the path, read-only, no permission, disk full (names it)."""
