@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except SCTError as err:
-        print(f"sct {verb}: error: {err}", file=sys.stderr)
+        if not err.reported:
+            print(f"sct {verb}: error: {err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:
         if not is_output_error(err):

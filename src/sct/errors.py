@@ -5,6 +5,8 @@ class SCTError(Exception):
     """Base class for every error `sct` raises on bad user input; the command exits with ``exit_code``."""
 
     exit_code = 1
+    # True when the message was already shown (printed by the process that speaks for all of them).
+    reported = False
 
 
 class ConfigError(SCTError, ValueError):

@@ -22,9 +22,10 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Interrupted(SCTError):
     """The run stopped on a signal after saving a checkpoint; the message says how to resume."""
 
-    def __init__(self, signum: int, message: str) -> None:
+    def __init__(self, signum: int, message: str, reported: bool = False) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+        self.reported = reported
 
 
 class StopRequest:

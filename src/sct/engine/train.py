@@ -403,10 +403,14 @@ class Trainer:
             self._save_checkpoint()
         command = "sct train" if not self.ctx.distributed else (
             f"torchrun --nproc_per_node {self.ctx.world_size} -m sct train")
-        raise Interrupted(signum, (
-            f"{signal.Signals(signum).name}: stopped at epoch {self.pos.epoch + 1}, optimiser step "
-            f"{self.pos.global_step}; checkpoint {self.last_checkpoint.weights} saved. Resume with: "
-            f"{command} --config {self.run_dir / 'config.yaml'} resume=auto"))
+        message = (f"{signal.Signals(signum).name}: stopped at epoch {self.pos.epoch + 1}, optimiser step "
+                   f"{self.pos.global_step}; checkpoint {self.last_checkpoint.weights} saved. Resume with: "
+                   f"{command} --config {self.run_dir / 'config.yaml'} resume=auto")
+        # Printed here, by the main process, before any process exits: under torchrun the first process
+        # to exit makes torchrun terminate the others, which could cut a later message short.
+        if self.ctx.is_main:
+            print(message, file=sys.stderr, flush=True)
+        raise Interrupted(signum, message, reported=True)
 
     def _optimizer_step(self, batches) -> tuple[torch.Tensor, float]:
         """Forward/backward ``accum`` micro-batches, then one optimiser step.
