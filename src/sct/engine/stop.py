@@ -33,6 +33,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum = 0
+        self.announce = True
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum:

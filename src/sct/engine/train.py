@@ -436,11 +436,11 @@ class Trainer:
                 self.scaler.scale(loss / self.accum).backward()
             loss = loss.detach().double()
             correct = (logits.argmax(dim=-1) == label).sum()
-            stats += torch.stack([loss * label.numel(), correct.double(), stats.new_tensor(label.numel()),
-                                  (~torch.isfinite(loss)).double(), stats.new_tensor(0), stats.new_tensor(0)])
+            stats[:4] += torch.stack([loss * label.numel(), correct.double(), stats.new_tensor(label.numel()),
+                                      (~torch.isfinite(loss)).double()])
         # Whether a stop signal arrived rides on the step's all-reduce, so every process stops at the same step.
-        stats[4] += self.stop.signum == signal.SIGINT
-        stats[5] += self.stop.signum == signal.SIGTERM
+        stats[4] = float(self.stop.signum == signal.SIGINT)
+        stats[5] = float(self.stop.signum == signal.SIGTERM)
         stats = distributed.all_reduce_sum(stats).cpu()
         if stats[3] > 0:
             self._diverged(stats[0].item() / stats[2].item())
