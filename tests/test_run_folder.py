@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine_support import ROOT, run_overrides, run_sct, sct_command, subprocess_env, synthetic_set, tiny_config
+from sct.cli import main as cli_main
 from sct.engine import checkpoint as ckpt
 from sct.engine import evaluate as evaluate_module
 from sct.engine.checkpoint import CheckpointPaths, latest_checkpoint
@@ -172,3 +173,15 @@ def test_every_verb_that_writes_checks_its_out_folder_first(tmp_path, verb):
     assert done.stderr.strip() == f"sct {verb[0]}: error: --out={blocker}/out cannot be written: {blocker} is a " \
                                   "file, not a folder"
 
+
+
+def test_demo_refuses_a_folder_another_run_is_writing_before_touching_it(tmp_path, capsys):
+    out = tmp_path / "demo"
+    lock = RunLock(out)
+    (out / "checkpoints").mkdir()
+    try:
+        assert cli_main(["demo", "--out", str(out)]) == 1
+    finally:
+        lock.release()
+    assert f"is in use by another run (pid {os.getpid()} " in capsys.readouterr().err
+    assert (out / "checkpoints").is_dir() and not (out / "data").exists()

@@ -19,6 +19,7 @@ from sct.config import load_recipe
 from sct.data.synthetic import generate_from_recipe
 from sct.engine.checkpoint import atomic_write, model_from_checkpoint
 from sct.engine.evaluate import evaluate
+from sct.engine.run_lock import RunLock
 from sct.engine.train import train
 from sct.errors import ConfigError
 from sct.options import add_json, add_out
@@ -53,6 +54,8 @@ def demo(config: str | Path = DEFAULT_CONFIG, output: str | Path = "runs/demo",
     """Run the whole loop; returns (and writes to ``<output>/demo.json``) the timings and accuracies."""
     cfg, synthetic = load_demo_config(config, output, overrides)
     output = check_writable_dir(output, "--out")
+    # A run still writing this folder is refused (named) before its data or checkpoints are touched.
+    RunLock(output).release()
     start = time.perf_counter()
     data_root = generate_from_recipe(cfg.data.root, synthetic, f"synthetic section of {config}")
     data_seconds = time.perf_counter() - start
