@@ -103,3 +103,9 @@ def test_train_runs_the_demo_recipe_generating_its_data(tmp_path, capsys):
 def test_a_run_config_reader_names_the_verbs_that_read_a_synthetic_section():
     with pytest.raises(ConfigError, match=r"'synthetic'.*read by `sct train --config` and `sct demo --config`"):
         load_config(DEMO)
+
+
+def test_eval_overrides_on_the_command_line_are_used(checkpoint, tmp_path, capsys):
+    assert cli_main(["eval", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "e"), "--json",
+                     "eval.views=1x3"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_clips"] == 3 * 3

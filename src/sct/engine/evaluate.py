@@ -57,10 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_cfg = checkpoint_run_config(args.checkpoint, args.overrides)
-    evaluate(args.checkpoint, data_cfg=run_cfg.data, views=args.views, split=args.split, output_dir=args.out,
-             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-             use_ema=False if args.no_ema else None, verbose="json" if args.json else True)
+    run_cfg = checkpoint_run_config(args.checkpoint, args.overrides)  # with the eval.* overrides
+    evaluate(args.checkpoint, data_cfg=run_cfg.data, views=args.views or run_cfg.eval.views,
+             split=args.split or run_cfg.eval.split, output_dir=args.out,
+             batch_size=args.batch_size or run_cfg.eval.batch_size,
+             num_workers=run_cfg.eval.num_workers if args.num_workers is None else args.num_workers,
+             device=args.device, use_ema=False if args.no_ema else run_cfg.eval.use_ema,
+             verbose="json" if args.json else True)
     return 0
 
 
