@@ -37,6 +37,7 @@ from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_chec
 from sct.engine.distributed import DistContext, shard_indices
 from sct.engine.metrics import VideoScores, add_views, merge_scores, summarize
 from sct.engine.plots import plot_confusion
+from sct.engine.stop import ignore_in_worker
 from sct.errors import CheckpointError, ConfigError
 from sct.options import add_json, add_out, non_negative_int, positive_int
 from sct.outputs import check_writable_dir, writing
@@ -89,7 +90,7 @@ def infer_scores(model: nn.Module, dataset, *, ctx: DistContext, batch_size: int
     """
     shard = Subset(dataset, shard_indices(len(dataset), ctx.rank, ctx.world_size))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
-                        pin_memory=ctx.device.type == "cuda")
+                        pin_memory=ctx.device.type == "cuda", worker_init_fn=ignore_in_worker)
     scores: dict[int, VideoScores] = {}
     model.eval()
     autocast = (torch.autocast(ctx.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

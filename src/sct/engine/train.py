@@ -308,6 +308,8 @@ class Trainer:
         cfg = self.cfg.train
         with self.stop.catching(announce=self.ctx.is_main):
             while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
+                # A signal that came during the last validation stops here, on that epoch's checkpoint.
+                self._stop_if_signalled(distributed.all_reduce_sum(self._signal_flags()).cpu())
                 self._run_epoch()
                 if self.pos.step_in_epoch < self.steps_per_epoch:
                     break  # stopped by train.max_steps inside the epoch
@@ -392,13 +394,21 @@ class Trainer:
             every = cfg.checkpoint_every_steps
             if every and self.pos.global_step % every == 0 and self.pos.step_in_epoch < self.steps_per_epoch:
                 self._save_checkpoint()
-            if stats[4] or stats[5]:
+            if stats[4:].any():
                 bar.close()
-                self._stop_on_signal(signal.SIGTERM if stats[5] else signal.SIGINT)
+            self._stop_if_signalled(stats[4:])
         bar.close()
 
-    def _stop_on_signal(self, signum: int) -> None:
-        """Every process got here at the same step (the flags went through the step's all-reduce)."""
+    def _signal_flags(self) -> torch.Tensor:
+        """``(SIGINT seen, SIGTERM seen)`` on this process, to be summed over processes."""
+        return torch.tensor([self.stop.signum == signal.SIGINT, self.stop.signum == signal.SIGTERM],
+                            dtype=torch.float64, device=self.ctx.device)
+
+    def _stop_if_signalled(self, flags: torch.Tensor) -> None:
+        """Stop if any process got a signal; ``flags`` went through an all-reduce, so all processes agree."""
+        if not flags.any():
+            return
+        signum = signal.SIGTERM if flags[1] else signal.SIGINT
         if not self._checkpoint_is_current():
             self._save_checkpoint()
         command = "sct train" if not self.ctx.distributed else (
@@ -421,7 +431,7 @@ class Trainer:
         torch.manual_seed(step_seed(self.cfg.seed, self.ctx.rank, self.pos.global_step))
         self.net.train()
         # On the training device: NCCL reduces CUDA tensors, and no per-micro-batch host sync is needed.
-        stats = torch.zeros(6, dtype=torch.float64, device=self.ctx.device)
+        stats = torch.zeros(4, dtype=torch.float64, device=self.ctx.device)
         for k in range(self.accum):
             batch = next(batches)
             self.tracker.update(batch["bad"])
@@ -436,12 +446,10 @@ class Trainer:
                 self.scaler.scale(loss / self.accum).backward()
             loss = loss.detach().double()
             correct = (logits.argmax(dim=-1) == label).sum()
-            stats[:4] += torch.stack([loss * label.numel(), correct.double(), stats.new_tensor(label.numel()),
-                                      (~torch.isfinite(loss)).double()])
+            stats += torch.stack([loss * label.numel(), correct.double(), stats.new_tensor(label.numel()),
+                                  (~torch.isfinite(loss)).double()])
         # Whether a stop signal arrived rides on the step's all-reduce, so every process stops at the same step.
-        stats[4] = float(self.stop.signum == signal.SIGINT)
-        stats[5] = float(self.stop.signum == signal.SIGTERM)
-        stats = distributed.all_reduce_sum(stats).cpu()
+        stats = distributed.all_reduce_sum(torch.cat([stats, self._signal_flags()])).cpu()
         if stats[3] > 0:
             self._diverged(stats[0].item() / stats[2].item())
         grad_norm = self._clip_gradients()
