@@ -106,8 +106,10 @@ def test_sigterm_to_one_process_under_torchrun_stops_every_process_at_the_same_s
     last = _steps(run_dir)[-1]
     assert latest_checkpoint(run_dir / "checkpoints") == CheckpointPaths.for_step(run_dir / "checkpoints", last)
     assert f"SIGTERM: stopped at epoch {(last - 1) // 3 + 1}, optimiser step {last}" in output
-    # Rank 0 was not signalled: it stops because rank 1 did, with the same exit code.
-    assert re.search(r"rank\s+: 0 \(local_rank: 0\)\s+exitcode\s+: 143", output), output[-3000:]
+    # Rank 0 was not signalled: it reports rank 1's signal and step (above). Whichever process exits first
+    # makes torchrun terminate the other, so only the first exit code is certain to be 128 + SIGTERM.
+    assert re.search(r"Root Cause \(first observed failure\):\n\[0\]:\n.*\n.*\n.*\n\s+exitcode\s+: 143", output), \
+        output[-3000:]
     assert "src/sct/" not in output, "no traceback from the training processes (torchrun prints its own)"
 
     resume = _resume_command(output)

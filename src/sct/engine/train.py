@@ -416,10 +416,11 @@ class Trainer:
         message = (f"{signal.Signals(signum).name}: stopped at epoch {self.pos.epoch + 1}, optimiser step "
                    f"{self.pos.global_step}; checkpoint {self.last_checkpoint.weights} saved. Resume with: "
                    f"{command} --config {self.run_dir / 'config.yaml'} resume=auto")
-        # Printed here, by the main process, before any process exits: under torchrun the first process
-        # to exit makes torchrun terminate the others, which could cut a later message short.
+        # Printed here, by the main process, and no process leaves before it is out: under torchrun the
+        # first process to exit makes torchrun terminate the others, which could cut a later message short.
         if self.ctx.is_main:
             print(message, file=sys.stderr, flush=True)
+        distributed.barrier()
         raise Interrupted(signum, message, reported=True)
 
     def _optimizer_step(self, batches) -> tuple[torch.Tensor, float]:
