@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from engine_support import ROOT, VENV_BIN, run_overrides, sct_command, subprocess_env, synthetic_set
+from sct.engine import stop
 from sct.engine.checkpoint import CheckpointPaths, latest_checkpoint
 from sct.engine.metrics import read_metrics
+from sct.engine.stop import StopRequest
 
 RESUME = re.compile(r"Resume with: (.+)$", re.MULTILINE)
 
@@ -118,3 +120,16 @@ def test_sigterm_to_one_process_under_torchrun_stops_every_process_at_the_same_s
                              env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _steps(run_dir) == list(range(1, last + 3)), "the resumed run continues at the next step"
+
+
+def test_a_repeated_signal_stops_at_once_unless_it_duplicates_the_first(monkeypatch):
+    request = StopRequest()
+    with request.catching(announce=False):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # forwarded by torchrun right after the terminal's
+        assert request.signum == signal.SIGINT
+        monkeypatch.setattr(stop, "DUPLICATE_WINDOW_S", 0.0)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode boundary
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handlers are restored"

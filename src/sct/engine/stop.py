@@ -3,7 +3,9 @@
 While :meth:`StopRequest.catching` is active, the first SIGINT/SIGTERM only records the signal; the
 training loop checks it at the next optimiser-step boundary (all processes agree through the step's
 all-reduce), saves a resumable checkpoint and exits with ``128 + signal`` (130 for SIGINT, 143 for
-SIGTERM). A second signal stops at once.
+SIGTERM). A second signal stops at once, unless it comes within ``DUPLICATE_WINDOW_S`` of the first: Ctrl-C
+under ``torchrun`` reaches every process from the terminal and then again from ``torchrun``, which
+forwards it, and a scheduler may signal the launcher and the processes alike.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 from sct.errors import SCTError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DUPLICATE_WINDOW_S = 2.0
 
 
 class Interrupted(SCTError):
@@ -34,11 +38,14 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum = 0
         self.announce = True
+        self._first_at = 0.0
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum:
-            raise KeyboardInterrupt
-        self.signum = signum
+            if time.monotonic() - self._first_at > DUPLICATE_WINDOW_S:
+                raise KeyboardInterrupt
+            return
+        self.signum, self._first_at = signum, time.monotonic()
         if self.announce:
             print(f"\n{signal.Signals(signum).name}: stopping after this optimiser step and saving a checkpoint "
                   "(send it again to stop at once)", file=sys.stderr, flush=True)
