@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sct.data.annotations import FORMATS, read_annotations, read_classes_file
+from sct.data.annotations import FORMATS, read_annotations
+from sct.data.datasets import DataConfig, load_class_names
 from sct.data.frames import open_video
 from sct.errors import SCTError, VideoDecodeError
 from sct.options import add_json, positive_int
@@ -32,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="UCF101/HMDB51 split number (1-3)")
     check.add_argument("--subset", default="train", choices=("train", "test"),
                        help="UCF101/HMDB51: which list of the split to check")
-    check.add_argument("--classes", default=None, help="class index file (fixes label ids)")
+    check.add_argument("--classes", default=None,
+                       help="class index file fixing the label ids (a path from here, or relative to --root) "
+                            "(default: classes.txt in --root when it exists, as sct train reads it)")
     check.add_argument("--samples", type=positive_int, default=8,
                        help="frames decoded per video, evenly spaced to the end")
     check.add_argument("--workers", type=positive_int, default=2, help="parallel decoding threads")
@@ -54,7 +57,9 @@ def check_video(path: str, samples: int = 8) -> str | None:
 def run(args: argparse.Namespace) -> int:
     ann = Path(args.annotation)
     root = Path(args.root) if args.root else (ann if ann.is_dir() else ann.parent)
-    classes = read_classes_file(Path(args.classes)) if args.classes else None
+    # The same class list as `sct train` reads, so a label train rejects is rejected here too.
+    given = args.classes and (str(Path(args.classes).resolve()) if Path(args.classes).exists() else args.classes)
+    classes = load_class_names(DataConfig(root=str(root), classes=given or None))
     annotations = read_annotations(args.format, ann, root, classes=classes, split_name=args.subset,
                                    split=args.split)
     paths = annotations.paths
