@@ -31,3 +31,7 @@ class DataQualityError(SCTError):
 
 class OutputError(SCTError):
     """An output location cannot be written: a file in the path, read-only, no permission, disk full (names it)."""
+
+
+class ExportError(SCTError):
+    """A model cannot be exported faithfully, or an exported file is unusable (names the model or file)."""

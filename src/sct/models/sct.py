@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from sct.errors import ConfigError
-from sct.models.attention.shifted import TEMPORAL_KINDS, temporal_attention
+from sct.models.attention.shifted import SHIFT_MODES, TEMPORAL_KINDS, temporal_attention
 from sct.models.blocks import WEIGHT_INITS, PatchEmbed, TransformerLayer, init_weights
 from sct.models.heads import ClipEncoder
 from sct.models.image_layers import GLOBAL_KINDS, LOCAL_KINDS, image_layers
@@ -36,6 +36,9 @@ class SCTConfig:
     Stage widths: D doubles at each linear pooling; every MLP is ``mlp_ratio`` x its width.
     ``weight_init`` (the paper is silent; it fine-tunes ImageNet weights): ``xavier`` lets the narrow
     models train from scratch, ``trunc_normal`` is timm's std-0.02 init (see ``blocks.init_weights``).
+    ``shift_mode``: ``cyclic`` is Eq. 6 (frame 0 takes its keys from frame T - s); ``causal`` gives the
+    first s frames their own keys, so each frame's features depend only on it and earlier frames and a
+    stream computes them once per frame (docs/streaming.md).
     """
 
     num_classes: int = 400
@@ -58,6 +61,7 @@ class SCTConfig:
     temporal_kind: str = "shifted"
     temporal_depth: int = 1
     shift_frames: int = 1
+    shift_mode: str = "cyclic"
     temporal_residual: bool = True
     lsh_hashes: int = 2
     lsh_buckets: int | None = None
@@ -87,6 +91,7 @@ class SCTConfig:
         _check(self.global_kind in GLOBAL_KINDS, "global_kind", f"one of {GLOBAL_KINDS}")
         _check(self.weight_init in WEIGHT_INITS, "weight_init", f"one of {WEIGHT_INITS}")
         _check(self.temporal_kind in TEMPORAL_KINDS, "temporal_kind", f"one of {TEMPORAL_KINDS}")
+        _check(self.shift_mode in SHIFT_MODES, "shift_mode", f"one of {SHIFT_MODES}")
         for name in ("num_poolings", "local_blocks", "global_blocks"):
             _check(getattr(self, name) <= self.num_blocks, name, f"<= num_blocks ({self.num_blocks})")
         _check(self.local_kind == "none" or self.vilt_depth >= 1, "vilt_depth", ">= 1 unless local_kind='none'")
@@ -144,6 +149,15 @@ class FrameBlock(nn.Module):
             nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, grid: torch.Tensor, cls: torch.Tensor | None, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, (h, w) = self.frame_part(grid, cls)
+        tokens = rearrange(tokens, "(b t) n c -> b t n c", t=frames)
+        for layer in self.temporal:
+            tokens = layer(tokens)
+        return split_tokens(rearrange(tokens, "b t n c -> (b t) n c"), h, w)
+
+    def frame_part(self, grid: torch.Tensor, cls: torch.Tensor | None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The block's per-frame work, before its temporal layers: ``grid (B*T, H, W, C)``, ``cls (B*T, C)``
+        or None -> tokens ``(B*T, 1 + H'W', C')`` ([CLS] first) and the grid size ``(H', W')``."""
         for part in (self.local, self.global_):
             if part is not None:
                 grid, cls = part(grid, cls)
@@ -152,13 +166,13 @@ class FrameBlock(nn.Module):
             cls = None if cls is None else self.pool.pool_token(cls)
         if cls is None:
             cls = self.cls_token.expand(grid.shape[0], -1)
-        h, w = grid.shape[1:3]
         tokens = torch.cat([cls[:, None], rearrange(grid, "n h w c -> n (h w) c")], dim=1)
-        tokens = rearrange(tokens, "(b t) n c -> b t n c", t=frames)
-        for layer in self.temporal:
-            tokens = layer(tokens)
-        tokens = rearrange(tokens, "b t n c -> (b t) n c")
-        return rearrange(tokens[:, 1:], "n (h w) c -> n h w c", h=h, w=w), tokens[:, 0]
+        return tokens, tuple(grid.shape[1:3])
+
+
+def split_tokens(tokens: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens ``(N, 1 + h*w, C)`` -> grid ``(N, h, w, C)`` and [CLS] ``(N, C)``."""
+    return rearrange(tokens[:, 1:], "n (h w) c -> n h w c", h=h, w=w), tokens[:, 0]
 
 
 class SCT(nn.Module):
@@ -193,7 +207,7 @@ class SCT(nn.Module):
             t_width = c.temporal_widths()[b]
             temporal = [
                 TransformerLayer(t_width, temporal_attention(c.effective_temporal_kind, t_width, c.heads[2],
-                                                             c.dim_heads[2], c.shift_frames),
+                                                             c.dim_heads[2], c.shift_frames, c.shift_mode),
                                  int(t_width * c.mlp_ratio), drop_path=rates[used + i], residual=c.temporal_residual)
                 for i in range(n_temporal)
             ]
@@ -206,13 +220,15 @@ class SCT(nn.Module):
                                         c.num_frames, c.num_classes, c.dim_heads[3], c.drop_rate, rates[used:])
         init_weights(self, c.weight_init)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames ``(N, 3, H, W)`` -> tiny-patch grid ``(N, H / p, W / p, C)`` (zero-padded to a multiple of p)."""
+        p = self.config.patch_size
+        return self.patch_embed(F.pad(x, (0, (p - x.shape[-1] % p) % p, 0, (p - x.shape[-2] % p) % p)))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` -> per-frame [CLS] features ``(B, T, C)`` (Eq. 7's ``a'_{t,1}``)."""
         frames = x.shape[2]
-        x = rearrange(x, "b c t h w -> (b t) c h w")
-        p = self.config.patch_size
-        x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))
-        grid, cls = self.patch_embed(x), None
+        grid, cls = self.embed(rearrange(x, "b c t h w -> (b t) c h w")), None
         for block in self.blocks:
             grid, cls = block(grid, cls, frames)
         return rearrange(cls, "(b t) c -> b t c", t=frames)

@@ -38,12 +38,11 @@ def temporal_shift(x: torch.Tensor, fold: int, time_dim: int = 1) -> torch.Tenso
         return x
     t = time_dim % x.ndim
     length = x.shape[t]
-    out = torch.zeros_like(x)
     future, past, rest = x[..., :fold], x[..., fold : 2 * fold], x[..., 2 * fold :]
-    out[..., :fold].narrow(t, 0, length - 1).copy_(future.narrow(t, 1, length - 1))
-    out[..., fold : 2 * fold].narrow(t, 1, length - 1).copy_(past.narrow(t, 0, length - 1))
-    out[..., 2 * fold :] = rest
-    return out
+    # Built from slices and concatenation (no in-place writes into views), so a tracer records it exactly.
+    future = torch.cat([future.narrow(t, 1, length - 1), torch.zeros_like(future.narrow(t, 0, 1))], dim=t)
+    past = torch.cat([torch.zeros_like(past.narrow(t, 0, 1)), past.narrow(t, 0, length - 1)], dim=t)
+    return torch.cat([future, past, rest], dim=-1)
 
 
 class TemporalShift(nn.Module):

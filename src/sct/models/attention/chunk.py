@@ -19,7 +19,8 @@ from sct.models.blocks import TransformerLayer
 
 def chunk_grid(grid: tuple[int, int], chunk: tuple[int, int]) -> tuple[int, int]:
     """Number of chunks ``(n_rows, n_cols)`` covering a ``(G_h, G_w)`` token grid (the paper's ``m' x n'``)."""
-    return -(-grid[0] // chunk[0]), -(-grid[1] // chunk[1])
+    # Ceiling division without negative operands: traced (ONNX export), integer division truncates.
+    return (grid[0] + chunk[0] - 1) // chunk[0], (grid[1] + chunk[1] - 1) // chunk[1]
 
 
 def chunk_partition(x: torch.Tensor, chunk: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:

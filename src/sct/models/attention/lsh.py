@@ -410,22 +410,39 @@ class LSHSelfAttention(nn.Module):
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.store_attention = False
         self.last_attention: torch.Tensor | None = None
+        self._eval_rotations: dict[tuple[int, str], torch.Tensor] = {}
 
     def rotations(self, n_buckets: int, device=None) -> torch.Tensor:
-        """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw."""
-        seed = self.seed
+        """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw.
+
+        The eval draw is kept once drawn: the same tensor every time, which a tracer (ONNX export) then
+        records as a constant instead of a random-number op.
+        """
         if self.training and self.resample:
             self.draws += 1
             seed = (self.seed * 1_000_003 + int(self.draws)) % 2**63
-        generator = torch.Generator().manual_seed(seed)
-        return random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets, generator, device)
+            return random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets,
+                                    torch.Generator().manual_seed(seed), device)
+        key = (n_buckets, str(device))
+        if key not in self._eval_rotations:
+            self._eval_rotations[key] = random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets,
+                                                         torch.Generator().manual_seed(self.seed), device)
+        return self._eval_rotations[key]
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, L, C)``, ``key_padding_mask`` ``(B, L)`` bool (True = padding) -> ``(B, L, C)``."""
         split = "b l (h d) -> b h l d"
         qk = rearrange(self.qk(x), split, h=self.heads)
         v = rearrange(self.v(x), split, h=self.heads)
-        n_buckets = self.n_buckets or default_n_buckets(x.shape[-2], self.chunk_length)
+        n_buckets = self.n_buckets or default_n_buckets(int(x.shape[-2]), self.chunk_length)
+        if torch.jit.is_tracing():  # export: the same attention as one flat graph (sort and gather ops)
+            from sct.models.attention.lsh_vectorized import lsh_attention_vectorized
+
+            out = lsh_attention_vectorized(
+                qk, v, n_hashes=self.n_hashes, n_buckets=n_buckets, rotations=self.rotations(n_buckets, x.device),
+                chunk_length=self.chunk_length, chunks_before=self.chunks_before, chunks_after=self.chunks_after,
+                key_padding_mask=key_padding_mask)
+            return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
         result = lsh_attention(
             qk, v, n_hashes=self.n_hashes, n_buckets=n_buckets, rotations=self.rotations(n_buckets, x.device),
             chunk_length=self.chunk_length, chunks_before=self.chunks_before, chunks_after=self.chunks_after,
