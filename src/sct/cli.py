@@ -2,6 +2,10 @@
 
 Each verb lives in the module that implements it; that module provides ``add_arguments(parser)`` and
 ``run(args) -> int``. Only the chosen verb's module is imported, so ``sct --help`` stays fast.
+
+Every failure the user can act on ends in one line, ``sct VERB: error: ...``, and a non-zero exit: an
+``SCTError`` (its ``exit_code``; 130/143 for a run stopped by SIGINT/SIGTERM), an OS error writing an
+output (disk full, read-only, no permission), or Ctrl-C (130).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import importlib
 import sys
 
 from sct.errors import SCTError
+from sct.outputs import is_output_error, reason
 
 VERBS: dict[str, tuple[str, str]] = {
     "synth": ("sct.data.synthetic", "generate the synthetic motion dataset (real H.264 .mp4 files)"),
@@ -57,5 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except SCTError as err:
-        print(f"sct {verb}: error: {err}", file=sys.stderr)
+        if not err.reported:
+            print(f"sct {verb}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        if not is_output_error(err):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"sct {verb}: error: cannot write {where}{reason(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\nsct {verb}: interrupted", file=sys.stderr)
+        return 130

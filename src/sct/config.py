@@ -30,6 +30,8 @@ _VIEWS = re.compile(r"^(\d+)x(\d+)$")
 # Model fields the engine derives from the data (classes file, num_frames, crop_size); they may be set
 # under `model` only to assert agreement with the dataset.
 DERIVED_MODEL_FIELDS = ("num_classes", "num_frames", "img_size")
+# A recipe's section of sct.data.synthetic.generate arguments (configs/demo.yaml), beside the run config.
+SYNTHETIC = "synthetic"
 
 
 def parse_views(views: str, key: str = "views") -> tuple[int, int]:
@@ -300,6 +302,21 @@ class RunConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read ``path`` (YAML; ``None`` = all defaults), apply ``key=value`` overrides, validate, build."""
+    return config_from_dict(_read_raw(path, overrides))
+
+
+def load_recipe(path: str | Path | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> tuple[RunConfig, dict[str, Any]]:
+    """``(RunConfig, synthetic section)`` of a recipe: :func:`load_config` that also accepts a top-level
+    ``synthetic`` mapping (how ``configs/demo.yaml`` generates its data; ``{}`` when absent)."""
+    raw = _read_raw(path, overrides)
+    synthetic = raw.pop(SYNTHETIC, None) or {}
+    if not isinstance(synthetic, Mapping):
+        raise ConfigError(f"config key '{SYNTHETIC}' must be a mapping of sct.data.synthetic.generate arguments")
+    return config_from_dict(raw), dict(synthetic)
+
+
+def _read_raw(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -313,7 +330,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for item in overrides:
         apply_override(raw, item)
-    return config_from_dict(raw)
+    return raw
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -348,6 +365,9 @@ def _parse_value(text: str) -> Any:
 def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     """Build and validate a :class:`RunConfig` from a nested mapping (e.g. a parsed ``config.yaml``)."""
     raw = dict(raw)
+    if SYNTHETIC in raw:
+        raise ConfigError(f"config key '{SYNTHETIC}' (how to generate a synthetic data set) is read by "
+                          "`sct train --config` and `sct demo --config` (sct.config.load_recipe), not by a run config")
     model_raw = raw.pop("model", None) or {}
     if not isinstance(model_raw, Mapping):
         raise ConfigError("config key 'model' must be a mapping")

@@ -2,7 +2,11 @@
 
 
 class SCTError(Exception):
-    """Base class for every error `sct` raises on bad user input."""
+    """Base class for every error `sct` raises on bad user input; the command exits with ``exit_code``."""
+
+    exit_code = 1
+    # True when the message was already shown (printed by the process that speaks for all of them).
+    reported = False
 
 
 class ConfigError(SCTError, ValueError):
@@ -23,6 +27,10 @@ class CheckpointError(SCTError):
 
 class DataQualityError(SCTError):
     """Too many bad videos in a dataset: the message lists them."""
+
+
+class OutputError(SCTError):
+    """An output location cannot be written: a file in the path, read-only, no permission, disk full (names it)."""
 
 
 class ExportError(SCTError):

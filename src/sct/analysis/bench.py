@@ -33,6 +33,8 @@ import torch
 from sct.analysis.hardware import describe_machine, matmul_gflops
 from sct.analysis.report import markdown_table
 from sct.errors import ConfigError, SCTError
+from sct.options import add_json, add_out, non_negative_int, positive_float, positive_int
+from sct.outputs import check_writable_dir, writing
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -279,10 +281,11 @@ def run_bench(names: list[str], settings: BenchSettings, overrides: dict[str, di
 def write_report(report: dict[str, Any], out: str | Path) -> str:
     """Write ``bench.json`` and ``bench.md`` into ``out``; returns the Markdown."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     text = format_report(report)
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    (out / "bench.md").write_text(text + "\n")
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report, indent=2))
+        (out / "bench.md").write_text(text + "\n")
     return text
 
 
@@ -326,21 +329,25 @@ def format_report(report: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL",
                         help="registered model names or hf:timesformer, hf:vivit, hf:videomae (random init)")
-    parser.add_argument("--frames", type=int, default=8, help="clip length T, the same for every model (default 8)")
-    parser.add_argument("--size", type=int, default=224, help="crop size, the same for every model (default 224)")
-    parser.add_argument("--batch", type=int, default=8, help="batch size of the throughput run (default 8)")
+    parser.add_argument("--frames", type=positive_int, default=8,
+                        help="clip length T, the same for every model (default 8)")
+    parser.add_argument("--size", type=positive_int, default=224,
+                        help="crop size, the same for every model (default 224)")
+    parser.add_argument("--batch", type=positive_int, default=8, help="batch size of the throughput run (default 8)")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="fp32, or bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile each model (warm-up absorbs compiling)")
     parser.add_argument("--train", action="store_true",
                         help="time training steps (forward, backward, AdamW step) instead of inference")
     parser.add_argument("--grad-checkpointing", action="store_true",
                         help="with --train: recompute each transformer layer's activations in backward")
-    parser.add_argument("--repeats", type=int, default=10, help="timed batch-1 runs per model (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
+    parser.add_argument("--repeats", type=positive_int, default=10,
+                        help="timed batch-1 runs per model (default 10)")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before timing (default 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per model")
-    parser.add_argument("--out", default=None, help="directory for bench.json and bench.md")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--timeout", type=positive_float, default=None, help="seconds allowed per model")
+    add_out(parser, "directory for bench.json and bench.md")
+    add_json(parser, "the Markdown table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -348,9 +355,12 @@ def run(args: argparse.Namespace) -> int:
                              compile=args.compile, train=args.train, grad_checkpointing=args.grad_checkpointing,
                              repeats=args.repeats, warmup=args.warmup, device=args.device,
                              threads=args.threads)
+    if args.out:
+        check_writable_dir(args.out, "--out")
     report = run_bench(args.models, settings, timeout=args.timeout,
                        progress=lambda name: print(f"benchmarking {name} ...", file=sys.stderr, flush=True))
-    print(write_report(report, args.out) if args.out else format_report(report))
+    text = write_report(report, args.out) if args.out else format_report(report)
+    print(json.dumps(report, indent=2) if args.json else text)
     failed = [r["model"] for r in report["results"] if "error" in r]
     if failed:
         print(f"sct bench: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)

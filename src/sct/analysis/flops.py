@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sct.analysis.peers import build_model, input_shape
 from sct.analysis.report import markdown_table
 from sct.errors import ConfigError
+from sct.options import add_json, positive_int
 
 aten = torch.ops.aten
 
@@ -159,18 +160,17 @@ def format_profiles(profiles: list[dict]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL",
                         help="registered model names (see sct.list_models()) or hf:timesformer, hf:vivit, hf:videomae")
-    parser.add_argument("--frames", type=int, default=None, help="clip length T (default: the model's)")
-    parser.add_argument("--size", type=int, default=None, help="crop size S (default: the model's)")
+    parser.add_argument("--frames", type=positive_int, default=None, help="clip length T (default: the model's)")
+    parser.add_argument("--size", type=positive_int, default=None, help="crop size S (default: the model's)")
     parser.add_argument("--views", default="1x1", help="test views, temporal x spatial, e.g. 4x3 (default 1x1)")
-    parser.add_argument("--classes", type=int, default=400, help="classifier width (default 400)")
-    parser.add_argument("--depth", type=int, default=1, help="module depth of the per-module table (default 1)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+    parser.add_argument("--classes", type=positive_int, default=400, help="classifier width (default 400)")
+    parser.add_argument("--depth", type=positive_int, default=1,
+                        help="module depth of the per-module table (default 1)")
+    add_json(parser, "Markdown tables")
 
 
 def run(args: argparse.Namespace) -> int:
     views = parse_views(args.views)
-    if args.depth < 1:
-        raise ConfigError(f"--depth must be >= 1, got {args.depth}")
     profiles = []
     for name in args.models:
         model = build_model(name, num_classes=args.classes, num_frames=args.frames, img_size=args.size)

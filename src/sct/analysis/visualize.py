@@ -29,6 +29,8 @@ from sct.errors import ConfigError, VideoDecodeError
 from sct.models.attention.recorder import recording
 from sct.models.attention.rollout import heatmaps
 from sct.models.attention.shifted import READINGS
+from sct.options import add_out, positive_int
+from sct.outputs import check_writable_dir, writing
 
 SHIFTED_READINGS = READINGS
 # The recorder's context manager under its earlier name.
@@ -164,11 +166,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="weights written by sct train (.safetensors)")
     source.add_argument("--model", help="a registered model with random weights (to inspect the wiring)")
-    parser.add_argument("--frames", type=int, default=None, help="with --model: clip length")
-    parser.add_argument("--size", type=int, default=None, help="with --model: crop size")
-    parser.add_argument("--classes", type=int, default=10, help="with --model: number of classes")
+    parser.add_argument("--frames", type=positive_int, default=None, help="with --model: clip length")
+    parser.add_argument("--size", type=positive_int, default=None, help="with --model: crop size")
+    parser.add_argument("--classes", type=positive_int, default=10, help="with --model: number of classes")
     parser.add_argument("--seed", type=int, default=0, help="with --model: seed of the random weights")
-    parser.add_argument("--out", default=None, help="output directory (default: next to the checkpoint or ./)")
+    add_out(parser, "output directory (default: next to the checkpoint or ./)")
     parser.add_argument("--gif", action="store_true", help="also write an animated GIF")
     parser.add_argument("--shifted-relevance", default="keys", choices=SHIFTED_READINGS,
                         help="shifted MSA: relevance follows the keys' frame t-s (default, as in Fig. 4) "
@@ -176,6 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else Path("."))
+    check_writable_dir(out, "--out")
     model, data_cfg, class_names, label = _load(args)
     clip = read_clip(args.video, data_cfg, class_names)
     maps, weights, logits = attention_maps(model, clip, args.shifted_relevance)
@@ -184,15 +188,17 @@ def run(args: argparse.Namespace) -> int:
     frames = (clip * std + mean).clamp(0, 1).permute(1, 2, 3, 0).numpy()
     top = int(logits.argmax())
     prob = float(logits.softmax(-1)[top])
-    out = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else Path("."))
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.video).stem
     png = out / f"{stem}_attention.png"
     title = f"{Path(args.video).name} | {label} | predicted {class_names[top]} ({100 * prob:.1f}%)"
-    render_grid(frames, maps.numpy(), weights.numpy(), png, title)
+    with writing(png):
+        render_grid(frames, maps.numpy(), weights.numpy(), png, title)
     print(f"wrote {png}")
     if args.gif:
         gif = out / f"{stem}_attention.gif"
-        render_gif(frames, maps.numpy(), weights.numpy(), gif)
+        with writing(gif):
+            render_gif(frames, maps.numpy(), weights.numpy(), gif)
         print(f"wrote {gif}")
     return 0

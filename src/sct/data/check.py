@@ -8,6 +8,7 @@ exits 1 if there are any.
 from __future__ import annotations
 
 import argparse
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sct.data.annotations import FORMATS, read_annotations
 from sct.data.datasets import DataConfig, load_class_names
 from sct.data.frames import open_video
 from sct.errors import SCTError, VideoDecodeError
+from sct.options import add_json, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--root", default=None, help="dataset root that video paths are relative to "
                                                    "(default: the annotation's folder)")
     check.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="annotation format")
-    check.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split number (1-3)")
+    check.add_argument("--split", type=int, default=1, choices=(1, 2, 3), help="UCF101/HMDB51 split number (1-3)")
     check.add_argument("--subset", default="train", choices=("train", "test"),
                        help="UCF101/HMDB51: which list of the split to check")
     check.add_argument("--classes", default=None,
                        help="class index file fixing the label ids (a path from here, or relative to --root) "
                             "(default: classes.txt in --root when it exists, as sct train reads it)")
-    check.add_argument("--samples", type=int, default=8, help="frames decoded per video, evenly spaced to the end")
-    check.add_argument("--workers", type=int, default=2, help="parallel decoding threads")
+    check.add_argument("--samples", type=positive_int, default=8,
+                       help="frames decoded per video, evenly spaced to the end")
+    check.add_argument("--workers", type=positive_int, default=2, help="parallel decoding threads")
+    add_json(check, "one line per bad file")
 
 
 def check_video(path: str, samples: int = 8) -> str | None:
@@ -65,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         results = list(tqdm(pool.map(lambda p: check_video(p, args.samples), paths), total=len(paths),
                             desc="checking videos", unit="video"))
     bad = [(path, reason) for path, reason in zip(paths, results) if reason is not None]
+    if args.json:
+        print(json.dumps({"videos": len(paths), "ok": len(paths) - len(bad), "classes": len(annotations.class_names),
+                          "bad": [{"path": path, "reason": reason} for path, reason in bad]}, indent=2))
+        return 1 if bad else 0
     for path, reason in bad:
         print(f"BAD {path}: {reason}")
     print(f"{len(paths) - len(bad)} of {len(paths)} videos ok, {len(bad)} bad "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 import math
 import multiprocessing
@@ -44,6 +45,8 @@ import numpy as np
 from tqdm import tqdm
 
 from sct.errors import ConfigError, SCTError
+from sct.options import non_negative_float, non_negative_int, positive_int
+from sct.outputs import check_writable_dir
 
 # Bump when the same settings would draw different clips, so that stale sets on disk are not reused.
 FORMAT_VERSION = 2
@@ -461,29 +464,45 @@ def generate(out_dir: str | os.PathLike, *, videos_per_class: int = 100, seed: i
     return out_dir
 
 
+def generate_from_recipe(out_dir: str | os.PathLike, section: dict, source: str) -> Path:
+    """:func:`generate` with a recipe's ``synthetic`` section; a key it does not take is a ``ConfigError``."""
+    allowed = set(inspect.signature(generate).parameters) - {"out_dir"}
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} (the data goes to data.root); "
+                          f"valid keys: {', '.join(sorted(allowed))}")
+    return generate(out_dir, **section)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", metavar="OUT",
-                        help="output folder (created; reused if it holds this exact set, replaced if another one)")
-    parser.add_argument("--videos-per-class", type=int, default=100, metavar="N", help="clips per class (100)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
-    parser.add_argument("--frames", type=int, default=16, metavar="T", help="frames per clip (16)")
-    parser.add_argument("--size", type=int, default=64, metavar="S", help="frame height = width in pixels (64)")
-    parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes (default: all CPUs)")
+    where = "output folder (created; reused if it holds this exact set, replaced if another one)"
+    parser.add_argument("out", metavar="OUT", nargs="?", help=where + "; or give it as --out")
+    parser.add_argument("--out", "--output", dest="out_option", metavar="DIR", help=where)
+    parser.add_argument("--videos-per-class", type=positive_int, default=100, metavar="N", help="clips per class (100)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="random seed (0)")
+    parser.add_argument("--frames", type=positive_int, default=16, metavar="T", help="frames per clip (16)")
+    parser.add_argument("--size", type=positive_int, default=64, metavar="S",
+                        help="frame height = width in pixels (64)")
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="W", help="processes (default: all CPUs)")
     parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES), metavar="A,B,...",
                         help=f"comma-separated subset of: {', '.join(ALL_CLASSES)} (default: the first 10)")
-    parser.add_argument("--noise", type=float, default=0.04, help="per-pixel noise std, frames in [0, 1] (0.04)")
+    parser.add_argument("--noise", type=non_negative_float, default=0.04,
+                        help="per-pixel noise std, frames in [0, 1] (0.04)")
     parser.add_argument("--no-distractor", action="store_true", help="leave out the second moving object")
-    parser.add_argument("--fps", type=int, default=10, help="frame rate written in the files (10)")
-    parser.add_argument("--motion-frames", type=int, default=None, metavar="M",
+    parser.add_argument("--fps", type=positive_int, default=10, help="frame rate written in the files (10)")
+    parser.add_argument("--motion-frames", type=positive_int, default=None, metavar="M",
                         help="the motion takes M frames at a random moment, still before and after (default: all)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty OUT that holds no synthetic set")
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.out is None) == (args.out_option is None):
+        raise ConfigError("give the output folder once: `sct synth OUT` or `sct synth --out OUT`")
+    target = check_writable_dir(args.out or args.out_option, "--out")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     start = time.perf_counter()
-    out = generate(args.out, videos_per_class=args.videos_per_class, seed=args.seed, num_frames=args.frames,
+    out = generate(target, videos_per_class=args.videos_per_class, seed=args.seed, num_frames=args.frames,
                    size=args.size, classes=classes, workers=args.workers, noise=args.noise,
                    distractor=not args.no_distractor, fps=args.fps, overwrite=args.overwrite,
                    motion_frames=args.motion_frames)

@@ -26,6 +26,7 @@ from torch import nn
 
 from sct.config import dump_config, load_config
 from sct.errors import ExportError, SCTError
+from sct.options import positive_int
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
@@ -40,10 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", help="weights written by sct train (.safetensors)")
     source.add_argument("--model", help="a registered model name, exported with random weights (benchmarking)")
     parser.add_argument("--format", default="onnx", choices=("onnx",), help="output format (default onnx)")
-    parser.add_argument("--output", required=True, help="file to write, e.g. model.onnx")
-    parser.add_argument("--frames", type=int, help="frames per clip (default: the checkpoint's or model's)")
-    parser.add_argument("--size", type=int, help="crop size in pixels (default: the checkpoint's or model's)")
-    parser.add_argument("--num-classes", type=int, help="with --model: classes of the random head")
+    parser.add_argument("--out", "--output", dest="output", required=True, help="file to write, e.g. model.onnx")
+    parser.add_argument("--frames", type=positive_int, help="frames per clip (default: the checkpoint's or model's)")
+    parser.add_argument("--size", type=positive_int, help="crop size in pixels (default: the checkpoint's or model's)")
+    parser.add_argument("--num-classes", type=positive_int, help="with --model: classes of the random head")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights even if EMA weights exist")
 

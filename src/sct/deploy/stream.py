@@ -25,15 +25,17 @@ from sct.deploy.reuse import REUSE_MODES, window_classifier
 from sct.deploy.source import Resampler, SourceInfo, StreamEnd, read_frames
 from sct.deploy.timeline import Timeline
 from sct.errors import ConfigError, SCTError
+from sct.options import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help="video file, URL (rtsp://, http://) or device PyAV opens")
     parser.add_argument("--checkpoint", required=True, help="weights written by sct train (.safetensors)")
-    parser.add_argument("--window", type=int, help="frames per classified window (default: the run's clip length)")
-    parser.add_argument("--stride", type=int, default=4, help="classify every K model frames (default 4)")
+    parser.add_argument("--window", type=positive_int,
+                        help="frames per classified window (default: the run's clip length)")
+    parser.add_argument("--stride", type=positive_int, default=4, help="classify every K model frames (default 4)")
     parser.add_argument("--out", help="output folder (default: <run>/stream_<source name>)")
-    parser.add_argument("--topk", type=int, default=3, help="labels per window in the timeline (default 3)")
+    parser.add_argument("--topk", type=positive_int, default=3, help="labels per window in the timeline (default 3)")
     parser.add_argument("--reuse", default="auto", choices=REUSE_MODES,
                         help="per-frame work reuse: auto (the cheapest exact one), none, cyclic, causal")
     parser.add_argument("--annotate", metavar="VIDEO.mp4", help="also write the video with the label drawn on it")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from sct.models.weights import atomic_write, load_weights
 
 FORMAT = "sct-checkpoint-1"
 _NAME = re.compile(r"^step_(\d+)\.state\.pt$")
+_STEP_FILE = re.compile(r"^step_(\d+)\.(safetensors|ema\.safetensors|state\.pt)$")
+_TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 def model_metadata(model: nn.Module, model_name: str, class_names: list[str], run_config: str) -> dict[str, str]:
@@ -51,14 +54,19 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict
     weights_io.save_weights(state_dict, path, metadata)
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``sct`` header of a weights file; raises if the file was not written by ``sct train``."""
-    _, metadata = load_weights(path)
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(state_dict, metadata)`` of a weights file; raises if it was not written by ``sct train``."""
+    tensors, metadata = load_weights(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} has no sct metadata (model name, config, classes); pass a checkpoint written by `sct train`"
         )
-    return metadata
+    return tensors, metadata
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``sct`` header of a weights file; raises if the file was not written by ``sct train``."""
+    return read_checkpoint(path)[1]
 
 
 def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -82,11 +90,26 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
+def load_state(path: str | Path, fields: dict[str, type | tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """The training state at ``path`` (``torch.load(weights_only=True)``); ``CheckpointError`` if it is damaged.
+
+    ``fields`` (name -> type) is the structure the caller needs: a missing key or a value of another type
+    is reported as damage too, naming the key, instead of a ``KeyError`` later.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"training state {path} cannot be loaded: {err}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the restricted unpickler fails on damaged bytes in many ways
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"training state {path} cannot be loaded (truncated or not a state file): "
+                              f"{first_line}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"training state {path} holds a {type(state).__name__}, not a dict of training state")
+    for key, kind in (fields or {}).items():
+        if key not in state:
+            raise CheckpointError(f"training state {path} has no {key!r} entry")
+        if not isinstance(state[key], kind):
+            raise CheckpointError(f"training state {path}: {key!r} is a {type(state[key]).__name__}")
+    return state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +168,53 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
     for _, paths in complete_checkpoints(directory)[:-keep]:
         for path in (paths.state, paths.ema, paths.weights):
             path.unlink(missing_ok=True)
+
+
+def set_aside(paths: CheckpointPaths) -> list[Path]:
+    """Rename a damaged checkpoint's files to ``*.damaged`` so resuming skips them; nothing is deleted."""
+    moved = []
+    for path in paths.files():
+        if path.exists():
+            target = path.with_name(path.name + ".damaged")
+            os.replace(path, target)
+            moved.append(target)
+    return moved
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(directory: str | Path, *, checkpoints: bool) -> list[Path]:
+    """Delete what killed writes leave in ``directory``; returns the deleted paths.
+
+    Always: ``.NAME.tmp-PID`` files whose process is gone (a write killed before its rename). With
+    ``checkpoints``: ``step_N`` files without the other half of a checkpoint, i.e. weights whose state
+    file was never written (killed between the two) or a state file whose weights are gone (killed while
+    pruning). Call it only while holding the run folder's lock, so no live run is writing there.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for entry in sorted(directory.iterdir()):
+        temp = _TEMP.match(entry.name)
+        step = _STEP_FILE.match(entry.name) if checkpoints else None
+        if temp and int(temp[1]) != os.getpid() and not _pid_alive(int(temp[1])):
+            removed.append(entry)
+        elif step:
+            paths = CheckpointPaths.for_step(directory, int(step[1]))
+            if not (paths.weights.is_file() and paths.state.is_file()):
+                removed.append(entry)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def model_from_checkpoint(path: str | Path, *, use_ema: bool = False) -> tuple[nn.Module, dict[str, str]]:

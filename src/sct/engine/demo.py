@@ -14,53 +14,49 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sct.config import apply_override, config_from_dict
-from sct.data.synthetic import generate
+from sct.config import load_recipe
+from sct.data.synthetic import generate_from_recipe
 from sct.engine.checkpoint import atomic_write, model_from_checkpoint
 from sct.engine.evaluate import evaluate
+from sct.engine.run_lock import RunLock
 from sct.engine.train import train
 from sct.errors import ConfigError
+from sct.options import add_json, add_out
+from sct.outputs import check_writable_dir
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="demo recipe (default configs/demo.yaml)")
-    parser.add_argument("--output", default="runs/demo", help="folder for data, run and plots (default runs/demo)")
+    add_out(parser, "folder for data, run and plots (default runs/demo)", default="runs/demo")
+    add_json(parser, "the summary")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="overrides, e.g. train.epochs=5 or synthetic.videos_per_class=20")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = demo(args.config, args.output, args.overrides)
-    print(describe(summary), flush=True)
+    summary = demo(args.config, args.out, args.overrides)
+    print(json.dumps(summary, indent=2) if args.json else describe(summary), flush=True)
     return 0
 
 
 def load_demo_config(path: str | Path, output: str | Path, overrides: list[str] | tuple[str, ...] = ()):
     """``(RunConfig, synthetic kwargs)`` of a demo recipe with ``output_dir``/``data.root`` under ``output``."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise ConfigError(f"demo config {path} does not exist (pass --config)")
-    raw = yaml.safe_load(path.read_text()) or {}
-    for item in [f"output_dir={output}", f"data.root={Path(output) / 'data'}", *overrides]:
-        apply_override(raw, item)
-    synthetic = raw.pop("synthetic", None) or {}
-    return config_from_dict(raw), synthetic
+    return load_recipe(path, [f"output_dir={output}", f"data.root={Path(output) / 'data'}", *overrides])
 
 
 def demo(config: str | Path = DEFAULT_CONFIG, output: str | Path = "runs/demo",
          overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the whole loop; returns (and writes to ``<output>/demo.json``) the timings and accuracies."""
     cfg, synthetic = load_demo_config(config, output, overrides)
-    output = Path(output)
+    output = check_writable_dir(output, "--out")
+    # A run still writing this folder is refused (named) before its data or checkpoints are touched.
+    RunLock(output).release()
     start = time.perf_counter()
-    try:
-        data_root = generate(cfg.data.root, **synthetic)
-    except TypeError as err:
-        raise ConfigError(f"synthetic section of {config}: {err}") from None
+    data_root = generate_from_recipe(cfg.data.root, synthetic, f"synthetic section of {config}")
     data_seconds = time.perf_counter() - start
     if cfg.resume is None:
         # A demo run starts from scratch each time; its data set is kept and reused.

@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from sct.errors import ConfigError
+from sct.errors import ConfigError, SCTError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,28 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def run_on_main(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on rank 0 only, the others waiting; if it raises an ``SCTError`` every rank raises it.
+
+    For work one process does for all (writing the run folder, a checkpoint): a failure there stops every
+    process with the same message instead of leaving the others in a collective until it times out.
+    """
+    error = None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            fn()
+        except SCTError as err:
+            if not dist.is_initialized():
+                raise
+            error = err
+    failed = broadcast_object(None if error is None else (type(error), str(error)))
+    if error is not None:
+        raise error
+    if failed is not None:
+        kind, message = failed
+        raise kind(message)
+
+
 def epoch_order(num_items: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of training items for ``epoch``: a pure function of ``(seed, epoch)``."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -173,11 +195,18 @@ def accumulation_steps(batch_size: int, micro_batch_size: int | None, world_size
 
 @contextlib.contextmanager
 def session(device: str = "auto") -> Iterator[DistContext]:
-    """:func:`setup` for the duration of a ``with`` block; leaves a process group it did not create alone."""
+    """:func:`setup` for the duration of a ``with`` block; leaves a process group it did not create alone.
+
+    A block that ends normally ends with a barrier: no process leaves (and tears down its side of the
+    process group) while another still writes or communicates. After an error there is no barrier, since
+    the other processes may be gone; the group is destroyed either way.
+    """
     owned = not dist.is_initialized()
     ctx = setup(device)
     try:
         yield ctx
+        if owned:
+            barrier()
     finally:
         if owned:
             cleanup()

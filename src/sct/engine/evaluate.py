@@ -39,17 +39,21 @@ from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_chec
 from sct.engine.distributed import DistContext, shard_indices
 from sct.engine.metrics import VideoScores, add_views, merge_scores, summarize
 from sct.engine.plots import plot_confusion
+from sct.engine.stop import ignore_in_worker
 from sct.engine.tensorboard_log import TensorBoardLog
 from sct.errors import CheckpointError, ConfigError, DataQualityError
+from sct.options import add_json, add_out, non_negative_int, positive_int
+from sct.outputs import check_writable_dir, writing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="weights written by sct train (.safetensors)")
     parser.add_argument("--views", help="temporal views x spatial crops, e.g. 4x3 (default: the run's eval.views)")
     parser.add_argument("--split", choices=("train", "val", "test"), help="default: the run's eval.split")
-    parser.add_argument("--output", help="folder for eval.json, predictions.csv, confusion.png")
-    parser.add_argument("--batch-size", type=int, help="clips per forward pass")
-    parser.add_argument("--num-workers", type=int, help="data loader processes")
+    add_out(parser, "folder for eval.json, predictions.csv, confusion.png (default <run>/eval_<split>_<views>)")
+    add_json(parser, "the summary")
+    parser.add_argument("--batch-size", type=positive_int, help="clips per forward pass")
+    parser.add_argument("--num-workers", type=non_negative_int, help="data loader processes")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if EMA weights exist")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -57,10 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_cfg = checkpoint_run_config(args.checkpoint, args.overrides)
-    evaluate(args.checkpoint, data_cfg=run_cfg.data, views=args.views, split=args.split, output_dir=args.output,
-             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-             use_ema=False if args.no_ema else None, verbose=True)
+    run_cfg = checkpoint_run_config(args.checkpoint, args.overrides)  # with the eval.* overrides
+    evaluate(args.checkpoint, data_cfg=run_cfg.data, views=args.views or run_cfg.eval.views,
+             split=args.split or run_cfg.eval.split, output_dir=args.out,
+             batch_size=args.batch_size or run_cfg.eval.batch_size,
+             num_workers=run_cfg.eval.num_workers if args.num_workers is None else args.num_workers,
+             device=args.device, use_ema=False if args.no_ema else run_cfg.eval.use_ema,
+             verbose="json" if args.json else True)
     return 0
 
 
@@ -86,7 +93,7 @@ def infer_scores(model: nn.Module, dataset, *, ctx: DistContext, batch_size: int
     """
     shard = Subset(dataset, shard_indices(len(dataset), ctx.rank, ctx.world_size))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
-                        pin_memory=ctx.device.type == "cuda")
+                        pin_memory=ctx.device.type == "cuda", worker_init_fn=ignore_in_worker)
     # Bad files are exchanged after each batch that every process has (shards differ by at most one item),
     # and once more at the end, so all processes apply the limit to the same global list at the same time.
     common = min(-(-len(shard_indices(len(dataset), r, ctx.world_size)) // batch_size)
@@ -151,8 +158,10 @@ def _board_result(checkpoint: Path, result: dict[str, Any], class_names: list[st
 def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: str | None = None, *,
              split: str | None = None, output_dir: str | Path | None = None, batch_size: int | None = None,
              num_workers: int | None = None, device: str = "auto", use_ema: bool | None = None,
-             verbose: bool = False) -> dict[str, Any]:
+             verbose: bool | str = False) -> dict[str, Any]:
     """Multi-view evaluation of ``checkpoint``; writes the outputs and returns the ``eval.json`` content.
+
+    ``verbose``: print a summary (``"json"``: the result as JSON) from the main process.
 
     ``data_cfg``/``views``/``split``/... default to the values stored in the checkpoint's run config.
     """
@@ -163,6 +172,13 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
     temporal, spatial = parse_views(views, "--views")
     data_cfg = dataclasses.replace(data_cfg or run_cfg.data, num_temporal_views=temporal, num_spatial_crops=spatial)
     use_ema = run_cfg.eval.use_ema if use_ema is None else use_ema
+    batch_size = run_cfg.eval.batch_size if batch_size is None else batch_size
+    num_workers = run_cfg.eval.num_workers if num_workers is None else num_workers
+    if batch_size < 1 or num_workers < 0:
+        raise ConfigError(f"--batch-size must be >= 1 and --num-workers >= 0, got {batch_size} and {num_workers}")
+    distributed.resolve_device(device)
+    out = Path(output_dir) if output_dir else default_output_dir(checkpoint, split, views)
+    check_writable_dir(out, "--out")
     if run_cfg.train.num_threads:
         torch.set_num_threads(run_cfg.train.num_threads)
     model, metadata = model_from_checkpoint(checkpoint, use_ema=use_ema)
@@ -182,10 +198,8 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
     with distributed.session(device) as ctx:
         start = time.perf_counter()
         tracker = BadFileTracker(dataset.num_videos, data_cfg.max_bad_fraction)
-        scores = infer_scores(model.to(ctx.device), dataset, ctx=ctx,
-                              batch_size=batch_size or run_cfg.eval.batch_size,
-                              num_workers=run_cfg.eval.num_workers if num_workers is None else num_workers,
-                              tracker=tracker, desc=f"eval {views}")
+        scores = infer_scores(model.to(ctx.device), dataset, ctx=ctx, batch_size=batch_size,
+                              num_workers=num_workers, tracker=tracker, desc=f"eval {views}")
         metrics = summarize(scores, class_names)
         result = {
             "top1": metrics["top1"], "top5": metrics["top5"], "topk": metrics["topk"],
@@ -196,16 +210,17 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
             "seconds": time.perf_counter() - start,
             "mean_class_top1": metrics["mean_class_top1"], "per_class_top1": metrics["per_class_top1"],
             "bad_files": [list(item) for item in sorted(tracker.items)],
-            "confusion": metrics["confusion"],
+            "confusion": metrics["confusion"], "output_dir": str(out),
         }
-        if ctx.is_main:
-            out = Path(output_dir) if output_dir else default_output_dir(checkpoint, split, views)
-            result["output_dir"] = str(out)
+
+        def write() -> None:
             _write_outputs(out, result, metrics, dataset, class_names)
             if run_cfg.train.tensorboard:
                 _board_result(checkpoint, result, class_names)
-            if verbose:
-                print(describe(result), flush=True)
+
+        distributed.run_on_main(write)
+        if ctx.is_main and verbose:
+            print(json.dumps(result, indent=2) if verbose == "json" else describe(result), flush=True)
         return result
 
 
@@ -220,7 +235,8 @@ def _check_fits(model: nn.Module, data_cfg: DataConfig, checkpoint: Path) -> Non
 
 def _write_outputs(out: Path, result: dict[str, Any], metrics: dict[str, Any], dataset,
                    class_names: list[str]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2).encode()
     atomic_write(out / "eval.json", lambda f: f.write(text))
     buffer = io.StringIO()

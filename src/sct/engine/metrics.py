@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from sct.engine.checkpoint import atomic_write
+from sct.outputs import writing
+
 
 @dataclasses.dataclass
 class VideoScores:
@@ -125,11 +128,13 @@ class MetricsLog:
             return
         kept = [line for line in self.path.read_text().splitlines() if line.strip()
                 and json.loads(line).get("step", 0) <= global_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        text = "".join(line + "\n" for line in kept).encode()
+        # Atomic: a full disk here must not cost the records of the steps being kept.
+        atomic_write(self.path, lambda f: f.write(text))
 
     def append(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            with open(self.path, "a") as f:
+            with writing(self.path), open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
 

@@ -22,7 +22,8 @@ from sct.data.datasets import BadFileTracker, VideoDataset
 from sct.engine import distributed
 from sct.engine.checkpoint import model_from_checkpoint
 from sct.engine.evaluate import checkpoint_run_config, infer_scores
-from sct.errors import SCTError, VideoDecodeError
+from sct.errors import ConfigError, SCTError, VideoDecodeError
+from sct.options import add_json, positive_int
 
 RUNTIMES = ("pytorch", "onnxruntime")
 
@@ -32,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="weights written by sct train (.safetensors); the pytorch runtime")
     parser.add_argument("--runtime", default="pytorch", choices=RUNTIMES, help="what runs the model (default pytorch)")
     parser.add_argument("--model", help="with --runtime onnxruntime: a file written by sct export (.onnx)")
-    parser.add_argument("--topk", type=int, default=5, help="labels to list per video (default 5)")
+    parser.add_argument("--topk", type=positive_int, default=5, help="labels to list per video (default 5)")
     parser.add_argument("--views", help="temporal views x spatial crops, e.g. 4x3 (default: the run's eval.views)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
+    add_json(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights even if EMA weights exist")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -55,11 +56,13 @@ def predict(videos: list[str | Path], checkpoint: str | Path | None = None, *, t
     A video that cannot be decoded gets ``error`` (its reason) and no predictions. ``runtime="onnxruntime"``
     runs ``onnx_model`` (an ``sct export`` file) on the CPU instead of ``checkpoint``.
     """
-    if topk < 1:
-        raise SCTError(f"--topk must be >= 1, got {topk}")
+    if topk < 1 or batch_size < 1:
+        raise ConfigError(f"--topk and --batch-size must be >= 1, got {topk} and {batch_size}")
     missing = [str(v) for v in videos if not Path(v).is_file()]
     if missing:
         raise VideoDecodeError(f"no such video file: {', '.join(missing)}")
+    if runtime != "onnxruntime":
+        distributed.resolve_device(device)
     model, class_names, run_cfg = _load(checkpoint, runtime, onnx_model, use_ema)
     temporal, spatial = parse_views(views or run_cfg.eval.views, "--views")
     data_cfg = dataclasses.replace(run_cfg.data, num_temporal_views=temporal, num_spatial_crops=spatial)

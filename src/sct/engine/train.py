@@ -7,6 +7,11 @@
 While it runs, a terminal shows a progress bar per epoch with the epoch's and the run's ETA; a log file gets
 plain lines (:mod:`sct.engine.progress`).
 
+Reliability: ``output_dir`` is checked for writing before any work and locked for the whole run
+(``run.lock``); files that killed writes left behind are removed when a run starts; SIGINT/SIGTERM stop
+at the next optimiser step with a resumable checkpoint; ``resume=auto`` skips a damaged latest
+checkpoint (renamed ``*.damaged``) for the one before it. See docs/reliability.md.
+
 Exactness: the data order is a function of ``(seed, epoch)``, augmentation of ``(seed, epoch, item)``,
 dropout of ``(seed, rank, step)`` (the global RNG is reseeded before every optimiser step), and random
 state a model keeps (LSH's rotation draw counter) is a buffer, saved with the weights. A resumed run
@@ -21,7 +26,11 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
+import signal
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +39,24 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from sct.config import RunConfig, dump_config, load_config, parse_views
+from sct.config import RunConfig, dump_config, load_recipe, parse_views
 from sct.data.datasets import BadFileTracker, build_dataset, collate
+from sct.data.synthetic import generate_from_recipe
 from sct.engine import bad_files, distributed
 from sct.engine.checkpoint import (
     CheckpointPaths,
     atomic_write,
+    complete_checkpoints,
     latest_checkpoint,
     load_into,
     load_state,
     load_weights,
     model_metadata,
     prune_checkpoints,
-    read_metadata,
+    read_checkpoint,
+    remove_orphans,
     save_checkpoint,
+    set_aside,
 )
 from sct.engine.compiled import CompiledWithFallback
 from sct.engine.distributed import DistContext, TrainBatchSampler, accumulation_steps
@@ -53,10 +66,22 @@ from sct.engine.metrics import MetricsLog, read_metrics, summarize
 from sct.engine.optim import build_optimizer, build_schedule
 from sct.engine.plots import plot_curves
 from sct.engine.progress import TrainProgress
+from sct.engine.run_lock import RunLock
+from sct.engine.stop import Interrupted, StopRequest, ignore_in_worker
 from sct.engine.tensorboard_log import TensorBoardLog, require_tensorboard
-from sct.errors import CheckpointError, ConfigError, DataQualityError, SCTError
+from sct.errors import CheckpointError, ConfigError, DataQualityError, OutputError, SCTError
 from sct.models.registry import create_model
 from sct.models.weights import save_weights
+from sct.options import add_out
+from sct.outputs import check_writable_dir, writing
+
+log = logging.getLogger(__name__)
+
+# What a training state file must hold (name -> type); anything else is a damaged file.
+STATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "step_in_epoch": int, "global_step": int, "batch_size": int, "optimizer": dict,
+    "schedule": dict, "scaler": (dict, type(None)), "epoch_totals": list, "bad_files": list,
+}
 
 
 class TrainingDivergedError(SCTError):
@@ -64,25 +89,37 @@ class TrainingDivergedError(SCTError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML recipe (e.g. configs/k400.yaml); defaults apply without one")
+    parser.add_argument("--config", help="YAML recipe (e.g. configs/k400.yaml, or configs/demo.yaml whose "
+                                          "synthetic section generates the data first); defaults apply without one")
     parser.add_argument("--resume", metavar="PATH", help="checkpoint (.safetensors) to continue from, or 'auto'")
+    add_out(parser, "run folder (the config's output_dir)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=0.1")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    extra = [f"output_dir={args.out}"] if args.out else []
+    cfg, synthetic = load_recipe(args.config, [*args.overrides, *extra])
     if args.resume:
         cfg.resume = args.resume
-    train(cfg)
+    train(cfg, synthetic=synthetic)
     return 0
 
 
-def train(cfg: RunConfig) -> Path:
-    """Train as ``cfg`` says (in this process, or as one rank under ``torchrun``); return the run folder."""
+def train(cfg: RunConfig, synthetic: dict[str, Any] | None = None) -> Path:
+    """Train as ``cfg`` says (in this process, or as one rank under ``torchrun``); return the run folder.
+
+    ``synthetic``: a recipe's ``synthetic`` section; the data set is generated at ``data.root`` first
+    (reused when it is already there).
+    """
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     with distributed.session(cfg.train.device) as ctx:
-        return Trainer(cfg, ctx).fit()
+        trainer = Trainer(cfg, ctx, synthetic)
+        try:
+            return trainer.fit()
+        finally:
+            # The DDP wrapper goes before the process group it communicates through.
+            trainer.close()
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -100,14 +137,31 @@ class Position:
     global_step: int = 0
 
 
+@dataclasses.dataclass
+class Saved:
+    """A checkpoint read back whole (``ema``: the EMA weights, when this run keeps an EMA)."""
+
+    paths: CheckpointPaths
+    metadata: dict[str, str]
+    state: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+
+
 class Trainer:
     """One training run. Everything that can be wrong with the inputs is checked in ``__init__``."""
 
-    def __init__(self, cfg: RunConfig, ctx: DistContext) -> None:
+    def __init__(self, cfg: RunConfig, ctx: DistContext, synthetic: dict[str, Any] | None = None) -> None:
         self.cfg, self.ctx = cfg, ctx
-        self.run_dir = Path(cfg.output_dir)
+        if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
+            raise ConfigError(f"train.precision=fp16 needs a CUDA device, this run is on {ctx.device.type}; "
+                              "use bf16 (or fp32) on a CPU")
+        self.run_dir = check_writable_dir(cfg.output_dir, "output_dir")
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.damaged: list[CheckpointPaths] = []
         self.resume_from = self._resolve_resume()
+        if synthetic:
+            distributed.run_on_main(lambda: generate_from_recipe(cfg.data.root, synthetic, "synthetic"))
         self.train_set = build_dataset(cfg.data, "train")
         self.class_names = list(self.train_set.class_names)
         self.val_set = self._build_val_set()
@@ -138,12 +192,14 @@ class Trainer:
         self.epoch_totals = torch.zeros(3, dtype=torch.float64)
         self.last_checkpoint: CheckpointPaths | None = None
         self.val_top1: float | None = None
+        self.lock: RunLock | None = None
+        self.stop = StopRequest()
         if self.resume_from is not None:
             self._load(self.resume_from)
 
     # ---- set-up -------------------------------------------------------------------------------------
 
-    def _resolve_resume(self) -> CheckpointPaths | None:
+    def _resolve_resume(self) -> Saved | None:
         existing = latest_checkpoint(self.ckpt_dir)
         resume = self.cfg.resume
         if resume is None:
@@ -154,7 +210,7 @@ class Trainer:
                 )
             return None
         if resume == "auto":
-            return existing
+            return self._latest_readable()
         path = Path(resume)
         paths = latest_checkpoint(path) if path.is_dir() else CheckpointPaths.from_weights(path)
         if paths is None or not paths.weights.is_file():
@@ -164,7 +220,33 @@ class Trainer:
                 f"resume={resume}: no training state {paths.state.name} beside it; a weights-only file can start "
                 "a new run through model.pretrained, not resume one"
             )
-        return paths
+        return self._read_saved(paths)
+
+    def _latest_readable(self) -> Saved | None:
+        """The newest checkpoint of the run folder that reads back whole; damaged newer ones are noted."""
+        candidates = [paths for _, paths in reversed(complete_checkpoints(self.ckpt_dir))]
+        reasons = []
+        for paths in candidates:
+            try:
+                return self._read_saved(paths)
+            except CheckpointError as err:
+                reasons.append(str(err))
+                self.damaged.append(paths)
+                if self.ctx.is_main:
+                    log.warning("resume=auto: skipping a damaged checkpoint (%s); trying the one before it", err)
+        if candidates:
+            raise CheckpointError(f"resume=auto: no checkpoint in {self.ckpt_dir} can be read:\n  "
+                                  + "\n  ".join(reasons))
+        return None
+
+    def _read_saved(self, paths: CheckpointPaths) -> Saved:
+        """Read every file of a checkpoint; ``CheckpointError`` if any is truncated or malformed."""
+        weights, metadata = read_checkpoint(paths.weights)
+        state = load_state(paths.state, STATE_FIELDS)
+        ema = None
+        if self.cfg.train.ema_decay:
+            ema = load_weights(paths.ema)[0] if paths.ema.is_file() else weights
+        return Saved(paths, metadata, state, weights, ema)
 
     def _build_val_set(self):
         if not self.cfg.train.eval_every_epochs or not self.cfg.data.val:
@@ -194,9 +276,9 @@ class Trainer:
             model = DistributedDataParallel(model, device_ids=device_ids)
         return CompiledWithFallback(model) if self.cfg.train.compile else model
 
-    def _load(self, paths: CheckpointPaths) -> None:
+    def _load(self, saved: Saved) -> None:
         """Check that the checkpoint belongs to this model and data, then restore every piece of state."""
-        metadata = read_metadata(paths.weights)
+        paths, metadata, state = saved.paths, saved.metadata, saved.state
         own = json.loads(self.metadata["model_config"])
         theirs = json.loads(metadata["model_config"])
         if metadata["model"] != self.cfg.model.name or own != theirs:
@@ -207,21 +289,22 @@ class Trainer:
             )
         if json.loads(metadata["classes"]) != self.class_names:
             raise CheckpointError(f"checkpoint {paths.weights} was trained on other classes than {self.cfg.data.root}")
-        state = load_state(paths.state)
         if state["batch_size"] != self.cfg.train.batch_size:
             raise ConfigError(
                 f"train.batch_size={self.cfg.train.batch_size} but the checkpoint {paths.weights} was trained with "
                 f"{state['batch_size']}: the data position cannot be carried over"
             )
-        weights, _ = load_weights(paths.weights)
-        load_into(self.model, weights, paths.weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        if state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        load_into(self.model, saved.weights, paths.weights)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            if state["scaler"] is not None:
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"training state {paths.state} does not fit this run's optimiser "
+                                  f"({self.cfg.optim.name}): {err}") from None
         if self.ema is not None:
-            ema = paths.ema if paths.ema.is_file() else paths.weights
-            self.ema.load_state_dict(load_weights(ema)[0])
+            self.ema.load_state_dict(saved.ema)
         self.tracker.update(state["bad_files"])
         self.tracker.take_unshared()  # every process loaded them
         self.dropped_clips = int(state.get("dropped_clips", 0))
@@ -236,18 +319,31 @@ class Trainer:
         self._prepare_run_folder()
         cfg = self.cfg.train
         try:
-            while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
-                self._run_epoch()
-                if self.pos.step_in_epoch < self.steps_per_epoch:
-                    break  # stopped by train.max_steps inside the epoch
-                self._end_epoch()
-            if self.last_checkpoint is None or self._latest_saved_step() != self.pos.global_step:
-                self._save_checkpoint()
+            with self.stop.catching(announce=self.ctx.is_main):
+                while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
+                    # A signal that came during the last validation stops here, on that epoch's checkpoint.
+                    self._stop_if_signalled(distributed.all_reduce_sum(self._signal_flags()).cpu())
+                    self._run_epoch()
+                    if self.pos.step_in_epoch < self.steps_per_epoch:
+                        break  # stopped by train.max_steps inside the epoch
+                    self._end_epoch()
+                if not self._checkpoint_is_current():
+                    self._save_checkpoint()
             self._finish(time.perf_counter() - start)
         finally:
             self.progress.close_epoch()
             self.board.close()
         return self.run_dir
+
+    def close(self) -> None:
+        """Release the run folder and drop the DDP wrapper (before the process group is destroyed)."""
+        self.net = self.model
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _checkpoint_is_current(self) -> bool:
+        return self.last_checkpoint is not None and self._latest_saved_step() == self.pos.global_step
 
     @property
     def total_steps(self) -> int:
@@ -264,23 +360,33 @@ class Trainer:
         return self.cfg.train.max_steps is not None and self.pos.global_step >= self.cfg.train.max_steps
 
     def _prepare_run_folder(self) -> None:
-        if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config_text = dump_config(self.cfg).encode()
-            atomic_write(self.run_dir / "config.yaml", lambda f: f.write(config_text))
-            labels = "".join(name + "\n" for name in self.class_names).encode()
-            atomic_write(self.run_dir / "labels.txt", lambda f: f.write(labels))
+        """Lock the run folder, clear what interrupted runs left, write config and labels (rank 0)."""
+        distributed.run_on_main(self._take_run_folder)
+        self.progress = TrainProgress(epochs=self.cfg.train.epochs, steps_per_epoch=self.steps_per_epoch,
+                                      total_steps=self.total_steps, log_every=self.cfg.train.log_every_steps,
+                                      enabled=self.ctx.is_main)
+
+    def _take_run_folder(self) -> None:
+        self.lock = RunLock(self.run_dir)
+        for paths in self.damaged:
+            for moved in set_aside(paths):
+                log.warning("damaged checkpoint file kept as %s", moved)
+        removed = remove_orphans(self.run_dir, checkpoints=False) + remove_orphans(self.ckpt_dir, checkpoints=True)
+        if removed:
+            log.warning("removed %d file(s) left by interrupted writes: %s", len(removed),
+                        ", ".join(str(p) for p in removed))
+        config_text = dump_config(self.cfg).encode()
+        atomic_write(self.run_dir / "config.yaml", lambda f: f.write(config_text))
+        labels = "".join(name + "\n" for name in self.class_names).encode()
+        atomic_write(self.run_dir / "labels.txt", lambda f: f.write(labels))
+        with writing(self.log.path):
             if self.resume_from is None:
                 self.log.reset()
             else:
                 self.log.truncate_after(self.pos.global_step)
-            # Events past the checkpoint belong to the interrupted attempt: purged, as metrics.jsonl is truncated.
-            self.board = TensorBoardLog(self.run_dir / "tensorboard", enabled=self.cfg.train.tensorboard,
-                                        purge_step=0 if self.resume_from is None else self.pos.global_step + 1)
-        self.progress = TrainProgress(epochs=self.cfg.train.epochs, steps_per_epoch=self.steps_per_epoch,
-                                      total_steps=self.total_steps, log_every=self.cfg.train.log_every_steps,
-                                      enabled=self.ctx.is_main)
-        distributed.barrier()
+        # Events past the checkpoint belong to the interrupted attempt: purged, as metrics.jsonl is truncated.
+        self.board = TensorBoardLog(self.run_dir / "tensorboard", enabled=self.cfg.train.tensorboard,
+                                    purge_step=0 if self.resume_from is None else self.pos.global_step + 1)
 
     def _loader(self, epoch: int) -> DataLoader:
         sampler = TrainBatchSampler(
@@ -293,7 +399,7 @@ class Trainer:
             collate_fn=functools.partial(collate, drop_failed=True),
             pin_memory=self.ctx.device.type == "cuda",
             # A private generator: creating the iterator must not consume the global RNG.
-            generator=torch.Generator().manual_seed(self.cfg.seed),
+            generator=torch.Generator().manual_seed(self.cfg.seed), worker_init_fn=ignore_in_worker,
         )
 
     def _run_epoch(self) -> None:
@@ -317,14 +423,42 @@ class Trainer:
             every = cfg.checkpoint_every_steps
             if every and self.pos.global_step % every == 0 and self.pos.step_in_epoch < self.steps_per_epoch:
                 self._save_checkpoint()
+            if stats[4:].any():
+                self.progress.close_epoch()
+            self._stop_if_signalled(stats[4:])
         self.progress.close_epoch()
+
+    def _signal_flags(self) -> torch.Tensor:
+        """``(SIGINT seen, SIGTERM seen)`` on this process, to be summed over processes."""
+        return torch.tensor([self.stop.signum == signal.SIGINT, self.stop.signum == signal.SIGTERM],
+                            dtype=torch.float64, device=self.ctx.device)
+
+    def _stop_if_signalled(self, flags: torch.Tensor) -> None:
+        """Stop if any process got a signal; ``flags`` went through an all-reduce, so all processes agree."""
+        if not flags.any():
+            return
+        signum = signal.SIGTERM if flags[1] else signal.SIGINT
+        if not self._checkpoint_is_current():
+            self._save_checkpoint()
+        command = "sct train" if not self.ctx.distributed else (
+            f"torchrun --nproc_per_node {self.ctx.world_size} -m sct train")
+        message = (f"{signal.Signals(signum).name}: stopped at epoch {self.pos.epoch + 1}, optimiser step "
+                   f"{self.pos.global_step}; checkpoint {self.last_checkpoint.weights} saved. Resume with: "
+                   f"{command} --config {self.run_dir / 'config.yaml'} resume=auto")
+        # Printed here, by the main process, and no process leaves before it is out: under torchrun the
+        # first process to exit makes torchrun terminate the others, which could cut a later message short.
+        if self.ctx.is_main:
+            print(message, file=sys.stderr, flush=True)
+        distributed.barrier()
+        raise Interrupted(signum, message, reported=True)
 
     def _optimizer_step(self, batches) -> tuple[torch.Tensor, float]:
         """Forward/backward this process's ``accum`` micro-batches, then one optimiser step.
 
         Clips of bad videos without a decodable replacement were dropped by the collate; the step is the
         mean loss over the decodable clips of the global batch, whatever process holds them. Returns the
-        step's ``(summed loss, correct, clips, non-finite)`` summed over processes, and the gradient norm.
+        step's ``(summed loss, correct, clips, non-finite, SIGINT seen, SIGTERM seen)`` summed over
+        processes, and the gradient norm.
         """
         torch.manual_seed(step_seed(self.cfg.seed, self.ctx.rank, self.pos.global_step))
         self.net.train()
@@ -353,7 +487,8 @@ class Trainer:
             correct = (logits.argmax(dim=-1) == label).sum().double() * weight
             stats += torch.stack([loss, correct, stats.new_tensor(label.numel() * weight),
                                   (~torch.isfinite(loss)).double()])
-        stats = distributed.all_reduce_sum(stats).cpu()
+        # Whether a stop signal arrived rides on the step's all-reduce, so every process stops at the same step.
+        stats = distributed.all_reduce_sum(torch.cat([stats, self._signal_flags()])).cpu()
         if stats[3] > 0:
             self._diverged(stats[0].item() / stats[2].item())
         grad_norm = self._clip_gradients()
@@ -389,8 +524,6 @@ class Trainer:
         precision = self.cfg.train.precision
         if precision == "fp32":
             return contextlib.nullcontext()
-        if precision == "fp16" and self.ctx.device.type != "cuda":
-            raise ConfigError("train.precision=fp16 needs a CUDA device; use bf16 on a CPU")
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.ctx.device.type, dtype=dtype)
 
@@ -400,10 +533,13 @@ class Trainer:
         max_norm = self.cfg.optim.clip_grad if self.cfg.optim.clip_grad is not None else float("inf")
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
+    def _kept(self) -> str:
+        return (f"the last good checkpoint is {self.last_checkpoint.weights}" if self.last_checkpoint
+                else "no checkpoint had been written yet")
+
     def _diverged(self, loss: float) -> None:
         where = f"epoch {self.pos.epoch + 1}, optimiser step {self.pos.global_step + 1}"
-        keep = (f"the last good checkpoint is {self.last_checkpoint.weights}" if self.last_checkpoint
-                else "no checkpoint had been written yet")
+        keep = self._kept()
         self._record({"type": "diverged", "epoch": self.pos.epoch, "step": self.pos.global_step + 1,
                       "loss": loss})
         if self.ctx.is_main:
@@ -450,7 +586,8 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         bad_files = self._bad_files()
         paths = CheckpointPaths.for_step(self.ckpt_dir, self.pos.global_step)
-        if self.ctx.is_main:
+
+        def save() -> None:
             state = {
                 "epoch": self.pos.epoch,
                 "step_in_epoch": self.pos.step_in_epoch,
@@ -463,23 +600,36 @@ class Trainer:
                 "bad_files": bad_files,
                 "dropped_clips": self.dropped_clips,
             }
-            save_checkpoint(paths, weights=self.model.state_dict(), metadata=self.metadata, state=state,
-                            ema=self.ema.state_dict() if self.ema is not None else None)
+            with self._noting_kept_checkpoint():
+                save_checkpoint(paths, weights=self.model.state_dict(), metadata=self.metadata, state=state,
+                                ema=self.ema.state_dict() if self.ema is not None else None)
             prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_checkpoints)
+
+        distributed.run_on_main(save)
         self.last_checkpoint = paths
-        distributed.barrier()
+
+    @contextlib.contextmanager
+    def _noting_kept_checkpoint(self) -> Iterator[None]:
+        """A write that fails for lack of space (or permission) says which checkpoint is still good."""
+        try:
+            yield
+        except OutputError as err:
+            raise OutputError(f"{err}; training stopped at optimiser step {self.pos.global_step}, {self._kept()} "
+                              "and intact. Make room, then continue with resume=auto") from None
 
     def _latest_saved_step(self) -> int:
         return int(self.last_checkpoint.weights.name.removeprefix("step_").removesuffix(".safetensors"))
 
     def _finish(self, seconds: float) -> None:
         bad_files = self._bad_files()
-        if not self.ctx.is_main:
-            return
+        distributed.run_on_main(lambda: self._write_results(seconds, bad_files))
+
+    def _write_results(self, seconds: float, bad_files: list[list[str]]) -> None:
         final = self.run_dir / "model.safetensors"
-        save_weights(self.model, final, self.metadata)
-        if self.ema is not None:
-            save_weights(self.ema.state_dict(), CheckpointPaths.from_weights(final).ema, self.metadata)
+        with self._noting_kept_checkpoint():
+            save_weights(self.model, final, self.metadata)
+            if self.ema is not None:
+                save_weights(self.ema.state_dict(), CheckpointPaths.from_weights(final).ema, self.metadata)
         records = read_metrics(self.log.path)
         plot_curves(records, self.run_dir / "curves.png")
         steps = [r for r in records if r.get("type") == "step"]
@@ -496,7 +646,8 @@ class Trainer:
             "dropped_clips": self.dropped_clips,
         }
         text = json.dumps(summary, indent=2).encode()
-        atomic_write(self.run_dir / "summary.json", lambda f: f.write(text))
+        with self._noting_kept_checkpoint():
+            atomic_write(self.run_dir / "summary.json", lambda f: f.write(text))
         print(self.describe(summary), flush=True)
 
     def describe(self, summary: dict[str, Any]) -> str:

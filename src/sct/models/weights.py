@@ -36,6 +36,7 @@ from torch import nn
 
 from sct.errors import CheckpointError
 from sct.models.vit_encoder import ViTEncoder, resize_pos_embed
+from sct.outputs import writing
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +71,28 @@ class LoadReport:
 # ---------------------------------------------------------------------------------------------- I/O
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write ``path`` through ``write(file)`` into a temp file, fsync it, rename it into place: a crash leaves
-    the old file or the new one, never a torn one."""
+    the old file or the new one, never a torn one.
+
+    An OS error (disk full, read-only, ...) leaves the previous ``path`` as it was and raises an
+    :class:`~sct.errors.OutputError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_weights(weights: nn.Module | StateDict, path: str | os.PathLike,
