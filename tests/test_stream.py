@@ -19,7 +19,7 @@ from sct.deploy.stream import FramePipeline, stream
 from sct.engine.checkpoint import model_from_checkpoint
 from sct.engine.evaluate import checkpoint_run_config
 from sct.engine.train import train
-from sct.errors import ConfigError, VideoDecodeError
+from sct.errors import ConfigError, OutputError, VideoDecodeError
 
 WINDOW, LENGTH = 5, 11
 
@@ -167,3 +167,13 @@ def test_bad_options_and_sources_are_named(checkpoint, tmp_path):
     with pytest.raises(VideoDecodeError, match="missing.mp4"):
         stream(str(tmp_path / "missing.mp4"), checkpoint, out=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_unwritable_out_is_refused_before_the_source_is_opened(checkpoint, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    # The source does not exist either: the output check must come first, so the error names --out.
+    with pytest.raises(OutputError, match="--out"):
+        stream(str(tmp_path / "missing.mp4"), checkpoint, out=blocker / "stream")
+    with pytest.raises(OutputError, match="--annotate"):
+        stream(str(tmp_path / "missing.mp4"), checkpoint, out=tmp_path / "o", annotate=blocker / "x.mp4")

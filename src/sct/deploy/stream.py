@@ -26,6 +26,7 @@ from sct.deploy.source import Resampler, SourceInfo, StreamEnd, read_frames
 from sct.deploy.timeline import Timeline
 from sct.errors import ConfigError, SCTError
 from sct.options import positive_int
+from sct.outputs import check_writable_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +105,10 @@ def stream(source: str, checkpoint: str | Path, *, window: int | None = None, st
     from sct.engine.evaluate import checkpoint_run_config
 
     _check(window, stride, topk, stall_timeout, fps)
+    out = check_writable_dir(out or Path(checkpoint).parent / f"stream_{Path(str(source)).stem or 'source'}",
+                             "--out")
+    if annotate:
+        check_writable_dir(Path(annotate).parent, "--annotate")
     run_cfg = checkpoint_run_config(checkpoint)
     data = run_cfg.data
     window = window or data.num_frames
@@ -111,7 +116,6 @@ def stream(source: str, checkpoint: str | Path, *, window: int | None = None, st
     model.eval()
     class_names = json.loads(metadata["classes"])
     classifier = window_classifier(model, window, reuse)
-    out = out or Path(checkpoint).parent / f"stream_{Path(str(source)).stem or 'source'}"
     pipeline = FramePipeline(data)
     info: list[SourceInfo] = []
     frames = read_frames(str(source), stall_timeout=stall_timeout, input_format=input_format, options=options,
