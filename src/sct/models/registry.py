@@ -82,5 +82,6 @@ def create_model(
     if pretrained is not None:
         from sct.models.weights import load_pretrained
 
-        load_pretrained(model, pretrained)
+        # Kept on the model so callers (``sct train``) can print what was loaded, new and unused.
+        model.load_report = load_pretrained(model, pretrained)
     return model
