@@ -96,6 +96,11 @@ class TrainConfig:
     micro_batch_size: int | None = None
     num_workers: int = 4
     label_smoothing: float = 0.1
+    # Mixup / CutMix Beta(alpha, alpha) (0: off); with both on, each batch picks CutMix with probability
+    # mixup_switch_prob (DeiT: 0.8, 1.0, 0.5). Targets become soft (sct.engine.mixup).
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_switch_prob: float = 0.5
     precision: str = "fp32"
     ema_decay: float | None = None
     checkpoint_every_steps: int = 0
@@ -120,6 +125,11 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.keep_checkpoints < 1 or self.log_every_steps < 1:
             raise ConfigError("train.keep_checkpoints and train.log_every_steps must be >= 1")
+        for key in ("mixup", "cutmix"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be a Beta alpha >= 0 (0: off), got {getattr(self, key)}")
+        if not 0 <= self.mixup_switch_prob <= 1:
+            raise ConfigError(f"train.mixup_switch_prob must be in [0, 1], got {self.mixup_switch_prob}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.precision not in PRECISIONS:

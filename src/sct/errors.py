@@ -23,3 +23,10 @@ class CheckpointError(SCTError):
 
 class DataQualityError(SCTError):
     """Too many bad videos in a dataset: the message lists them."""
+
+
+class ImageDecodeError(VideoDecodeError):
+    """An image (file or shard member) is missing, corrupt, truncated or too large (names it).
+
+    A ``VideoDecodeError`` so that the bad-file policy treats images as it treats videos.
+    """

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from sct.data import transforms as T
 from sct.data.annotations import FORMATS, Annotations, read_annotations, read_classes_file
 from sct.data.frames import open_video
+from sct.data.images import IMAGE_FORMATS, TEN_CROP
 from sct.data.sampling import SHORT_VIDEO_MODES, ClipSampler
 from sct.data.video_cache import DecodedVideoCache
 from sct.errors import ConfigError, DataQualityError, VideoDecodeError
@@ -82,6 +83,11 @@ class DataConfig:
     seed: int = 0
     decode_threads: str = "AUTO"
     cache_mb: int = 0
+    # Image data (data.format imagefolder / image_csv / image_list / shards; see sct.data.images).
+    randaugment: tuple[int, float] | None = None
+    random_erasing: float = 0.0
+    jpeg_draft: bool = True
+    shuffle_buffer: int = 2000
 
     def __post_init__(self) -> None:
         self.validate()
@@ -91,8 +97,8 @@ class DataConfig:
         def bad(field: str, why: str) -> ConfigError:
             return ConfigError(f"data.{field}: {why} (got {getattr(self, field)!r})")
 
-        if self.format != "auto" and self.format not in FORMATS:
-            raise bad("format", f"must be auto or one of {', '.join(FORMATS)}")
+        if self.format != "auto" and self.format not in FORMATS + IMAGE_FORMATS:
+            raise bad("format", f"must be auto or one of {', '.join(FORMATS + IMAGE_FORMATS)}")
         for field in ("num_frames", "sampling_rate", "crop_size", "num_temporal_views", "split", "max_replacements",
                       "cache_mb"):
             value = getattr(self, field)
@@ -107,8 +113,18 @@ class DataConfig:
             raise bad("short_video", f"must be one of {SHORT_VIDEO_MODES}")
         if self.train_crop not in ("jitter", "resized"):
             raise bad("train_crop", "must be 'jitter' (scale jitter + random crop) or 'resized' (random resized crop)")
-        if self.num_spatial_crops not in (1, 3):
-            raise bad("num_spatial_crops", "must be 1 (centre) or 3 (covering the long side)")
+        if self.num_spatial_crops not in (1, 3) and not (self.is_image and self.num_spatial_crops == TEN_CROP):
+            raise bad("num_spatial_crops", "must be 1 (centre) or 3 (covering the long side)"
+                      + (", or 10 for images (corners and centre, mirrored)" if self.is_image else ""))
+        if self.randaugment is not None:
+            n, m = _pair(self, "randaugment")
+            if not (isinstance(n, int) and n >= 1 and 0 <= m <= 10):
+                raise bad("randaugment", "must be [n, m]: n >= 1 operations at magnitude 0 <= m <= 10, or null")
+            self.randaugment = (n, float(m))
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise bad("random_erasing", "must be a probability in [0, 1]")
+        if not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 1:
+            raise bad("shuffle_buffer", "must be a positive integer")
         if self.train_short_side is not None:
             lo, hi = _pair(self, "train_short_side")
             if not 0 < lo <= hi:
@@ -130,6 +146,11 @@ class DataConfig:
             raise bad("max_bad_fraction", "must be in [0, 1]")
         if self.decode_threads not in ("AUTO", "FRAME", "SLICE", "NONE"):
             raise bad("decode_threads", "must be AUTO, FRAME, SLICE or NONE")
+
+    @property
+    def is_image(self) -> bool:
+        """Images (one frame per item, ``(3, H, W)``) rather than clips."""
+        return self.format in IMAGE_FORMATS
 
     @property
     def views(self) -> int:
@@ -385,7 +406,15 @@ def read_split(cfg: DataConfig, split: str) -> Annotations:
                             video_ext=cfg.video_ext)
 
 
-def build_dataset(cfg: DataConfig, split: str) -> VideoDataset:
-    """The dataset of ``split`` (train/val/test) described by ``cfg``."""
+def build_dataset(cfg: DataConfig, split: str, **stream) -> VideoDataset:
+    """The dataset of ``split`` (train/val/test) described by ``cfg``.
+
+    Image formats give an ``ImageDataset`` (or, for training on shards, a ``ShardStream``, which takes
+    ``stream``: ``rank``, ``world_size``, ``micro_batch``).
+    """
+    if cfg.is_image:
+        from sct.data.image_dataset import build_image_dataset
+
+        return build_image_dataset(cfg, split, **stream)
     return VideoDataset(read_split(cfg, split), cfg, split)
 

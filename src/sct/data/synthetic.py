@@ -446,9 +446,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=10, help="frame rate written in the files (10)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty OUT that holds no synthetic set")
+    images = parser.add_argument_group("image set (sct synth --images OUT)")
+    images.add_argument("--images", action="store_true",
+                        help="write the synthetic image set instead (shape x texture classes, PNG/JPEG + tar shards)")
+    images.add_argument("--images-per-class", type=int, default=100, metavar="N", help="images per class (100)")
+    images.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per tar shard (1000)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.images:
+        from sct.data.synthetic_images import describe, generate_images
+
+        out = generate_images(args.out, images_per_class=args.images_per_class, size=args.size, seed=args.seed,
+                              shard_size=args.shard_size, noise=args.noise)
+        print(describe(out))
+        return 0
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     start = time.perf_counter()
     out = generate(args.out, videos_per_class=args.videos_per_class, seed=args.seed, num_frames=args.frames,
