@@ -176,9 +176,12 @@ class ShardStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        slot, slots = self.rank * workers + worker, self.world_size * workers
+        # The loader takes batches from its workers in turn, starting with worker 0; after skipping m
+        # batches, worker w must produce what worker (w + m) mod W would have.
+        virtual = (worker + self.skip_batches) % workers
+        slot, slots = self.rank * workers + virtual, self.world_size * workers
         members = self._run(slot, slots)[: self.batches_per_worker(workers) * self.micro_batch]
-        skip = max(0, -(-(self.skip_batches - worker) // workers)) * self.micro_batch
+        skip = max(0, -(-(self.skip_batches - virtual) // workers)) * self.micro_batch
         rng = np.random.default_rng([self.cfg.seed, self.epoch, slot])
         for count, (member, data, pool) in enumerate(self._shuffled(members, rng)):
             if count >= skip:

@@ -2,6 +2,7 @@
 
 Videos of any length and resolution go through the checkpoint's own test-time pipeline (its clip
 sampling, resizing and crops), with the run's multi-view setting unless ``--views`` says otherwise.
+A checkpoint trained on images (``sct_*_image``) takes image files instead (``--views 1x10``: 10 crops).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from sct.config import parse_views
 from sct.data.annotations import Annotations
 from sct.data.datasets import BadFileTracker, VideoDataset
+from sct.data.image_dataset import ImageDataset
 from sct.engine import distributed
 from sct.engine.checkpoint import model_from_checkpoint
 from sct.engine.evaluate import checkpoint_run_config, infer_scores
@@ -24,7 +26,7 @@ from sct.errors import SCTError, VideoDecodeError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (image files for an image model)")
     parser.add_argument("--checkpoint", required=True, help="weights written by sct train (.safetensors)")
     parser.add_argument("--topk", type=int, default=5, help="labels to list per video (default 5)")
     parser.add_argument("--views", help="temporal views x spatial crops, e.g. 4x3 (default: the run's eval.views)")
@@ -58,7 +60,8 @@ def predict(videos: list[str | Path], checkpoint: str | Path, *, topk: int = 5, 
     model, metadata = model_from_checkpoint(checkpoint, use_ema=use_ema)
     class_names = json.loads(metadata["classes"])
     paths = [str(Path(v).resolve()) for v in videos]
-    dataset = VideoDataset(Annotations(paths, [0] * len(paths), class_names), data_cfg, "test")
+    kind = ImageDataset if data_cfg.is_image else VideoDataset
+    dataset = kind(Annotations(paths, [0] * len(paths), class_names), data_cfg, "test")
     tracker = BadFileTracker(len(paths), max_fraction=1.0)
     with distributed.session(device) as ctx:
         scores = infer_scores(model.to(ctx.device), dataset, ctx=ctx, batch_size=batch_size, num_workers=0,
