@@ -41,10 +41,10 @@ def pretrain_config(args, data: Path, out: Path) -> dict:
         "output_dir": str(out), "seed": args.pretrain_seed,
         "model": {"name": "sct_tiny_image", "chunk_size": 8},
         "data": {"root": str(data), "format": "imagefolder", "train": "train", "val": "val", "test": "test",
-                 "crop_size": 32, "train_crop": "resized", "rrc_scale": [0.35, 1.0], "flip": True},
+                 "crop_size": 32, "train_crop": "resized", "rrc_scale": [0.6, 1.0], "flip": True},
         "optim": {"name": "adamw", "lr": args.pretrain_lr, "weight_decay": 0.05, "warmup_epochs": 1,
                   "clip_grad": 1.0},
-        "train": {"epochs": args.pretrain_epochs, "batch_size": 64, "num_workers": 1, "num_threads": 1,
+        "train": {"epochs": args.pretrain_epochs, "batch_size": 32, "num_workers": 1, "num_threads": 1,
                   "label_smoothing": 0.1, "log_every_steps": 20},
         "eval": {"views": "1x1", "num_workers": 0},
     }
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12, help="fine-tuning budget, the same for both starts")
     parser.add_argument("--clips-per-class", type=int, default=200)
     parser.add_argument("--images-per-class", type=int, default=300)
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--pretrain-epochs", type=int, default=20)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
     parser.add_argument("--pretrain-seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=90.0)
