@@ -67,6 +67,8 @@ class OptimConfig:
     warmup_start_factor: float = 0.01
     min_lr: float = 0.0
     clip_grad: float | None = 1.0
+    # Layer-wise lr decay for fine-tuning (BEiT, DeiT III): layer l of L gets lr x layer_decay^(L + 1 - l).
+    layer_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -77,6 +79,8 @@ class OptimConfig:
             raise ConfigError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.warmup_start_factor <= 1:
             raise ConfigError(f"optim.warmup_start_factor must be in (0, 1], got {self.warmup_start_factor}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"optim.layer_decay must be in (0, 1] or null, got {self.layer_decay}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"optim.clip_grad must be > 0 or null, got {self.clip_grad}")
 
