@@ -93,7 +93,7 @@ def main() -> None:
     work = Path(args.work)
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    results["settings"] = vars(args)
+    results["settings"] = {k: v for k, v in vars(args).items() if k != "seeds"}
 
     images = generate_images(work / "images", images_per_class=args.images_per_class, size=32, seed=0)
     demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["synthetic"]
@@ -113,7 +113,9 @@ def main() -> None:
         for run in (pretrained, scratch):
             run["steps_to_target"] = first_step(run["curve"], args.target)
         results[key] = {"pretrained": pretrained, "scratch": scratch}
-        results_path.write_text(json.dumps(results, indent=2))
+        # Other invocations (other --seeds, run side by side) write their seeds into the same file.
+        on_disk = json.loads(results_path.read_text())
+        results_path.write_text(json.dumps({**on_disk, key: results[key]}, indent=2))
         print(json.dumps({key: {arm: {k: v for k, v in r.items() if k != "curve"} for arm, r in results[key].items()}}),
               flush=True)
 
