@@ -38,8 +38,8 @@ import sct  # noqa: E402
 from sct.analysis.hardware import describe_machine  # noqa: E402
 from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
 from sct.data.datasets import DataConfig, build_dataset  # noqa: E402
-from sct.data.synthetic_images import IMAGE_CLASSES, render_image  # noqa: E402
 from sct.data.synthetic import clip_rng  # noqa: E402
+from sct.data.synthetic_images import IMAGE_CLASSES, render_image  # noqa: E402
 
 
 def write_set(root: Path, classes: int, per_class: int) -> None:
@@ -160,9 +160,9 @@ def main() -> None:
     markdown = "\n\n".join([
         f"`python benchmarks/image_loading.py` on {describe_machine()}, one thread per process. "
         f"{classes * per_class} ImageNet-like JPEGs (500x375, quality 90, {mean_kb:.0f} KB on average) as "
-        f"class folders and as shards of 200 (the shard stream's buffer holds 200); best of {rounds} interleaved rounds of {n} images, page cache "
-        f"warm. 1-minute load average {load_before} at the start, {load_after} at the end (2 cores shared "
-        "with other jobs).",
+        f"class folders and as shards of 200 (the shard stream's buffer holds 200); best of {rounds} "
+        f"interleaved rounds of {n} images, page cache warm. 1-minute load average {load_before} at the start, "
+        f"{load_after} at the end (2 cores shared with other jobs).",
         markdown_table(["per worker, images/s", "folder", "shards", "shards / folder"], [
             ["bytes only (open + read / next member)", *rows[0][1:]],
             ["train items (draft decode, RRC 224, flip, RandAugment 2/9, erasing)", *rows[1][1:]]]),

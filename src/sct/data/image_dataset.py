@@ -37,19 +37,10 @@ class ImageDataset(VideoDataset):
             raise VideoDecodeError(f"{path}: {self._known_bad[path]}")
         return decode_boxes(self.source(index), path, boxes_of, self.cfg.crop_size, self.cfg.jpeg_draft)
 
-    def _train_item(self, i: int) -> dict:
-        bad: list[tuple[str, str]] = []
-        index = i
-        for attempt in range(self.cfg.max_replacements + 1):
-            rng, gen = self._generators(i, attempt)
-            try:
-                [crop] = self._decode_boxes(index, train_boxes(self.cfg, gen))
-            except VideoDecodeError as err:
-                bad.append((self.paths[index], self._remember(index, err)))
-                index = int(rng.integers(self.num_videos))
-                continue
-            return self._item(augment_image(crop, self.cfg, gen), index, 0, True, bad)
-        return self._item(self._zeros(), index, 0, False, bad)
+    def _train_sample(self, index: int, rng, gen: torch.Generator) -> torch.Tensor:
+        """The augmented training image ``(3, S, S)`` of image ``index``."""
+        [crop] = self._decode_boxes(index, train_boxes(self.cfg, gen))
+        return augment_image(crop, self.cfg, gen)
 
     def _test_item(self, i: int) -> dict:
         index, view = divmod(i, self.views)
