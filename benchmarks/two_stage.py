@@ -11,7 +11,9 @@ Reported per run: validation top-1 after every epoch, the optimiser step at whic
 ``--target`` (90%), and test top-1 (``--views``). ``results.json`` in ``--work`` holds everything;
 docs/training.md quotes it.
 
-    python benchmarks/two_stage.py --work runs/two_stage
+    python benchmarks/two_stage.py --work runs/two_stage [--seeds 0 1 2]
+    python benchmarks/two_stage.py --work runs/two_stage --report-step 280   # runs stopped early: their
+        # curves up to that step and test top-1 of the step's checkpoint -> results_step280.json
 """
 
 from __future__ import annotations
@@ -73,6 +75,24 @@ def run_one(raw: dict) -> dict:
     return {"run": str(run_dir), "curve": curve, "test_top1": test["top1"], "train_seconds": seconds}
 
 
+def report_at_step(work: Path, seeds: list[int], step: int, views: str, target: float) -> dict:
+    """Curves up to ``step`` and test top-1 of each run's checkpoint at ``step`` (runs cut short)."""
+    out = {}
+    for seed in seeds:
+        for arm in ("pretrained", "scratch"):
+            run_dir = work / f"{arm}_seed{seed}"
+            records = read_metrics(run_dir / "metrics.jsonl")
+            curve = [(r["step"], r["val_top1"]) for r in records
+                     if r.get("type") == "epoch" and "val_top1" in r and r["step"] <= step]
+            checkpoint = run_dir / "checkpoints" / f"step_{step:08d}.safetensors"
+            test = evaluate(checkpoint, views=views, split="test", num_workers=0,
+                            output_dir=run_dir / f"eval_test_{views}_step{step}")
+            out.setdefault(f"seed{seed}", {})[arm] = {"curve": curve, "test_top1": test["top1"],
+                                                     "steps_to_target": first_step(curve, target)}
+    (work / f"results_step{step}.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
 def first_step(curve: list[tuple[int, float]], target: float) -> int | None:
     return next((step for step, top1 in curve if top1 >= target), None)
 
@@ -89,8 +109,12 @@ def main() -> None:
     parser.add_argument("--pretrain-seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=90.0)
     parser.add_argument("--views", default="1x1")
+    parser.add_argument("--report-step", type=int, default=None)
     args = parser.parse_args()
     work = Path(args.work)
+    if args.report_step is not None:
+        print(json.dumps(report_at_step(work, args.seeds, args.report_step, args.views, args.target), indent=2))
+        return
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results["settings"] = {k: v for k, v in vars(args).items() if k != "seeds"}
