@@ -10,7 +10,7 @@ All in one run, interleaved (folder, shards, folder, shards, ...) so that the ma
   next shard member), and full training items (decode with JPEG draft mode, random resized crop 224,
   flip, RandAugment 2/9, normalise, random erasing) from the folder in a shuffled order vs the shard stream;
 - one training step (forward + backward + AdamW) of ``sct_s_image`` and of ViT-B/16 (``vit_b16_frames`` at
-  T = 1, the same encoder as the image ViT) at 224, batch 4, one thread: the images/s one core trains at,
+  T = 1, the same encoder as the image ViT) at 224, batch 2, one thread: the images/s one core trains at,
   so ``loader images/s per core / step images/s per core`` says how many times over one core's loader
   feeds one core's training.
 """
@@ -110,7 +110,7 @@ def bytes_per_s(root: Path, fmt: str, n: int, epoch: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def step_images_per_s(name: str, steps: int, batch: int = 4) -> float:
+def step_images_per_s(name: str, steps: int, batch: int = 2) -> float:
     extra = {"num_frames": 1} if name == "vit_b16_frames" else {}
     model = sct.create_model(name, num_classes=1000, img_size=224, **extra)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    classes, per_class, n, rounds, steps = (4, 5, 10, 1, 1) if args.quick else (6, 20, 60, 3, 2)
+    classes, per_class, n, rounds, steps = (4, 5, 10, 1, 1) if args.quick else (4, 15, 40, 2, 1)
     load_before = open("/proc/loadavg").read().split()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -166,7 +166,7 @@ def main() -> None:
         markdown_table(["per worker, images/s", "folder", "shards", "shards / folder"], [
             ["bytes only (open + read / next member)", *rows[0][1:]],
             ["train items (draft decode, RRC 224, flip, RandAugment 2/9, erasing)", *rows[1][1:]]]),
-        markdown_table(["training step at 224 (batch 4, AdamW, 1 thread)", "images/s per core"],
+        markdown_table(["training step at 224 (batch 2, AdamW, 1 thread)", "images/s per core"],
                        [[name, f"{rate:.2f}"] for name, rate in steps_rate.items()]),
         f"One loader core makes **{folder:.0f}** (folder) / **{shards:.0f}** (shards) training images/s; one "
         f"core trains `sct_s_image` at {feed:.2f} images/s, so one loader core feeds "

@@ -1,8 +1,10 @@
 """Damaged videos: typed errors naming the file, replacement in training, failures at test time,
 the bad-file tracker, and ``sct data check``."""
 
+import json
 import re
 import shutil
+from pathlib import Path
 
 import av
 import numpy as np
@@ -11,10 +13,13 @@ import torch
 from PIL import Image
 
 from conftest import write_audio_only, write_video
+from engine_support import tiny_config
 from sct.cli import main as cli_main
-from sct.data.datasets import BadFileTracker, DataConfig, build_dataset
+from sct.data.datasets import BadFileTracker, DataConfig, build_dataset, collate
 from sct.data.decode import decode_frames
-from sct.errors import DataQualityError, VideoDecodeError
+from sct.engine.distributed import DistContext
+from sct.engine.train import Trainer
+from sct.errors import AnnotationError, DataQualityError, VideoDecodeError
 
 
 def _faststart_video(path, num_frames=40):
@@ -137,3 +142,54 @@ def test_data_check_cli_clean_dataset(tmp_path, capsys):
     write_video(tmp_path / "a" / "x.mp4", num_frames=10)
     assert cli_main(["data", "check", str(tmp_path), "--format", "folder"]) == 0
     assert "1 of 1 videos ok, 0 bad" in capsys.readouterr().out
+
+
+def test_data_check_applies_the_class_list_train_reads(tmp_path, capsys):
+    write_video(tmp_path / "videos" / "x.mp4", num_frames=10)
+    (tmp_path / "train.csv").write_text("path,label\nvideos/x.mp4,jump\n")
+    (tmp_path / "classes.txt").write_text("run\nwalk\n")
+    cfg = DataConfig(root=str(tmp_path), num_frames=4, sampling_rate=1, crop_size=16)
+    with pytest.raises(AnnotationError) as train_error:
+        build_dataset(cfg, "train")
+    assert cli_main(["data", "check", str(tmp_path / "train.csv")]) == 1
+    err = capsys.readouterr().err
+    assert str(train_error.value) in err and "label 'jump' is not in the class list" in err
+    (tmp_path / "other.txt").write_text("jump\n")  # an explicit class list wins, as data.classes does for train
+    assert cli_main(["data", "check", str(tmp_path / "train.csv"), "--classes", str(tmp_path / "other.txt")]) == 0
+    assert "1 of 1 videos ok, 0 bad (1 classes)" in capsys.readouterr().out
+
+
+def test_collate_for_training_leaves_out_items_without_a_decodable_clip():
+    def item(ok, label, bad=()):
+        return {"video": torch.full((3, 2, 4, 4), 1.0 if ok else 0.0), "label": label, "index": label, "view": 0,
+                "ok": ok, "bad": list(bad)}
+
+    batch = [item(True, 0, [("x.mp4", "empty file")]), item(False, 1, [("y.mp4", "corrupt"), ("z.mp4", "corrupt")])]
+    kept = collate(batch, drop_failed=True)
+    assert kept["video"].shape == (1, 3, 2, 4, 4) and kept["label"].tolist() == [0] and kept["dropped"] == 1
+    assert kept["bad"] == [("x.mp4", "empty file"), ("y.mp4", "corrupt"), ("z.mp4", "corrupt")]
+    empty = collate(batch[1:], drop_failed=True)
+    assert empty["video"].shape == (0, 3, 2, 4, 4) and empty["label"].shape == (0,) and empty["dropped"] == 1
+    assert collate(batch)["video"].shape[0] == 2, "evaluation keeps failures: they count as wrong predictions"
+
+
+def _trainer(tmp_path, damaged, *overrides):
+    cfg = tiny_config(Path(_mixed_dataset(tmp_path, damaged).root), tmp_path / "run", "train.eval_every_epochs=0",
+                      "data.max_bad_fraction=0.5", "data.max_replacements=0", "train.epochs=1", *overrides)
+    return Trainer(cfg, DistContext(0, 1, 0, torch.device("cpu")))
+
+
+def test_unreplaceable_clips_never_reach_the_model(tmp_path, damaged):
+    trainer = _trainer(tmp_path, damaged, "train.batch_size=3")
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    trainer.fit()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["bad_files"]) == 3 and summary["dropped_clips"] == 3, "9 videos, 3 bad, no replacement"
+    assert sum(len(clip) for clip in seen) == 9 - 3
+    assert all(clip.flatten(1).abs().sum(1).min() > 0 for clip in seen), "an all-zero clip reached the model"
+
+
+def test_a_step_without_any_decodable_clip_stops_with_a_clear_error(tmp_path, damaged):
+    with pytest.raises(DataQualityError, match="every clip of optimiser step .* replacement draws were bad too"):
+        _trainer(tmp_path, damaged, "train.batch_size=1").fit()

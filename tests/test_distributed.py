@@ -1,6 +1,7 @@
 """Deterministic sharding, and 2 processes under torchrun (gloo, CPU) against 1 process."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -78,3 +79,65 @@ def test_two_processes_follow_the_single_process_trajectory_and_evaluate_without
     assert multi["num_clips"] == single["num_clips"] == 3 * 6, "every clip counted exactly once"
     for key in ("top1", "top5", "clip_top1"):
         assert multi[key] == pytest.approx(single[key])
+
+
+def _damaged_copy(data, folder, split, count):
+    """A copy of ``data`` whose first ``count`` videos of ``split`` are damaged; returns (root, damaged paths)."""
+    shutil.copytree(data, folder)
+    rows = (folder / f"{split}.csv").read_text().splitlines()[1:]
+    broken = [folder / row.split(",")[0] for row in rows[:count]]
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:200])  # truncated inside the header: unreadable
+    return folder, [str(path) for path in broken]
+
+
+def _fails_everywhere_alike(done, message):
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert output.count(message) == 2, f"both processes must stop with {message!r}:\n{output[-3000:]}"
+    # torchrun prints its own traceback when a child fails; none may come from our processes
+    assert "Connection closed" not in output and f'File "{ROOT / "src"}' not in output, output[-3000:]
+
+
+def test_bad_file_limit_is_global_over_processes(data, tmp_path):
+    # 2 of 12 training videos bad = 16.7% > 12%, while each process alone may see only 1 (8.3%)
+    root, broken = _damaged_copy(data, tmp_path / "data", "train", 2)
+    settings = ("train.epochs=1", "train.eval_every_epochs=0", "data.max_bad_fraction=0.12")
+    done = subprocess.run(_torchrun("train", *run_overrides(root, tmp_path / "run", *settings)), cwd=ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    _fails_everywhere_alike(done, "sct train: error: 2 of 12 videos are bad (16.7% > max_bad_fraction 12.0%)")
+    assert all(path in done.stderr for path in broken)
+
+
+def test_evaluation_counts_bad_files_over_all_processes(data, tmp_path):
+    root, broken = _damaged_copy(data, tmp_path / "data", "test", 2)
+    _run(sct_command("train", *run_overrides(data, tmp_path / "run", "train.epochs=1", "train.eval_every_epochs=0")))
+    checkpoint = str(tmp_path / "run" / "model.safetensors")
+    # 2 of 3 test videos bad; each process scores the views of about half of them
+    done = subprocess.run(_torchrun("eval", "--checkpoint", checkpoint, f"data.root={root}",
+                                    "data.max_bad_fraction=0.5"),
+                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    _fails_everywhere_alike(done, "sct eval: error: 2 of 3 videos are bad (66.7% > max_bad_fraction 50.0%)")
+
+    _run(_torchrun("eval", "--checkpoint", checkpoint, "--output", str(tmp_path / "eval"), f"data.root={root}",
+                   "data.max_bad_fraction=1"))
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert sorted(path for path, _ in result["bad_files"]) == sorted(broken)
+    assert (result["num_videos"], result["num_failed"]) == (3, 2)
+
+
+def test_left_out_clips_give_the_single_process_steps(data, tmp_path):
+    # Train rows 0 and 1 are bad and never replaced; with seed 0 they come at positions 1 and 9 of the
+    # epoch's order, so at steps 0 and 4 process 1 has no clip at all and takes part with a zero weight.
+    assert epoch_order(12, seed=0, epoch=0).tolist().index(0) // 2 != epoch_order(12, 0, 0).tolist().index(1) // 2
+    root, _ = _damaged_copy(data, tmp_path / "data", "train", 2)
+    settings = ("train.epochs=1", "train.eval_every_epochs=0", "train.batch_size=2", "data.max_replacements=0",
+                "data.max_bad_fraction=0.2", "model.global_kind=dense", "optim.lr=0.05", "optim.warmup_epochs=0")
+    _run(sct_command("train", *run_overrides(root, tmp_path / "one", *settings)))
+    _run(_torchrun("train", *run_overrides(root, tmp_path / "two", *settings)))
+    one, two = ([(r["loss"], r["grad_norm"]) for r in read_metrics(tmp_path / name / "metrics.jsonl")
+                 if r["type"] == "step"] for name in ("one", "two"))
+    assert len(one) == len(two) == 6
+    torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-5)  # the gradient norm is taken before clipping
+    for name in ("one", "two"):
+        assert json.loads((tmp_path / name / "summary.json").read_text())["dropped_clips"] == 2

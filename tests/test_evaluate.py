@@ -107,3 +107,13 @@ def test_bad_views_and_clip_shape_are_config_errors(data, checkpoint, tmp_path, 
         evaluate(checkpoint, tiny_config(data, tmp_path / "x", "data.num_frames=4").data)
     assert cli_main(["eval", "--checkpoint", str(checkpoint), "optim.lr=1"]) == 1
     assert "only data.* and eval.*" in capsys.readouterr().err
+
+
+def test_eval_on_a_split_without_videos_fails_before_writing(data, checkpoint, tmp_path, capsys):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "test.csv").write_text("path,label\n")
+    code = cli_main(["eval", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out"), f"data.root={copy}"])
+    assert code == 1
+    assert f"test split ({copy / 'test.csv'}) lists no videos" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

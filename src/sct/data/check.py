@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sct.data.annotations import FORMATS, read_annotations, read_classes_file
+from sct.data.annotations import FORMATS, read_annotations
+from sct.data.datasets import DataConfig, load_class_names
 from sct.data.frames import open_video
 from sct.data.images import IMAGE_FORMATS, IMAGE_SUFFIXES, open_image, read_image_split, to_rgb
 from sct.errors import SCTError, VideoDecodeError
@@ -34,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split number (1-3)")
     check.add_argument("--subset", default="train", choices=("train", "test"),
                        help="UCF101/HMDB51: which list of the split to check")
-    check.add_argument("--classes", default=None, help="class index file (fixes label ids)")
+    check.add_argument("--classes", default=None,
+                       help="class index file fixing the label ids (a path from here, or relative to --root) "
+                            "(default: classes.txt in --root when it exists, as sct train reads it)")
     check.add_argument("--samples", type=int, default=8, help="frames decoded per video, evenly spaced to the end")
     check.add_argument("--workers", type=int, default=2, help="parallel decoding threads")
 
@@ -78,7 +81,6 @@ def _image_jobs(ann: Path, root: Path, fmt: str, classes: list[str] | None, subs
     if fmt == "shards":
         from sct.data.shards import index_shards
 
-        classes = classes or (read_classes_file(root / "classes.txt") if (root / "classes.txt").is_file() else None)
         if classes is None:
             raise SCTError(f"checking shards needs a class list: --classes or {root / 'classes.txt'}")
         members = [m for shard in index_shards(str(ann), root, len(classes)) for m in shard]
@@ -95,11 +97,13 @@ def _image_jobs(ann: Path, root: Path, fmt: str, classes: list[str] | None, subs
 def run(args: argparse.Namespace) -> int:
     ann = Path(args.annotation)
     root = Path(args.root) if args.root else (ann if ann.is_dir() else ann.parent)
-    classes = read_classes_file(Path(args.classes)) if args.classes else None
+    if image_format(ann, args.format) == "shards" and not args.root:
+        root = Path(".")
+    # The same class list as `sct train` reads, so a label train rejects is rejected here too.
+    given = args.classes and (str(Path(args.classes).resolve()) if Path(args.classes).exists() else args.classes)
+    classes = load_class_names(DataConfig(root=str(root), classes=given or None))
     fmt = image_format(ann, args.format)
     if fmt is not None:
-        if fmt == "shards" and not args.root:
-            root = Path(".")
         names, source, num_classes = _image_jobs(ann, root, fmt, classes, args.subset)
         check, kind = (lambda i: check_image(source(i), names[i])), "image"
     else:

@@ -9,7 +9,9 @@ and returns a dataset whose item ``i`` is a dict::
 - train: one item per video; random clip start, scale jitter (or random resized crop) and flip. The
   randomness of item ``i`` is a pure function of ``(seed, epoch, i)`` (see :meth:`VideoDataset.set_epoch`),
   so any number of workers and mid-epoch resumption give the same batches. A bad video is replaced
-  by another, chosen by the same seeded generator; the bad file is listed in ``bad``.
+  by another, chosen by the same seeded generator; the bad file is listed in ``bad``. When every draw
+  (``max_replacements`` of them) is bad too, the item has ``ok=False`` and training's
+  ``collate(..., drop_failed=True)`` leaves it out of the batch.
 - val/test: ``num_temporal_views x num_spatial_crops`` deterministic items per video; a bad video gives
   ``ok=False`` and a zero clip, so evaluation counts it as a failure instead of dropping it.
 
@@ -193,13 +195,16 @@ class BadFileTracker:
     """Distinct bad files seen in a run; raises :class:`DataQualityError` once too many are bad.
 
     ``total`` is the number of videos in the dataset; the run stops when ``count / total`` exceeds
-    ``max_fraction``. Each file is warned about once.
+    ``max_fraction``. Each file is warned about once. Files this process found since the last
+    :meth:`take_unshared` are kept apart, so that processes of a distributed run can exchange them and
+    apply the limit to the files all of them found (see :func:`sct.engine.bad_files.share`).
     """
 
     def __init__(self, total: int, max_fraction: float = 0.05):
         self.total = max(int(total), 1)
         self.max_fraction = max_fraction
         self._reasons: dict[str, str] = {}
+        self._unshared: list[tuple[str, str]] = []
 
     @property
     def count(self) -> int:
@@ -209,23 +214,41 @@ class BadFileTracker:
     def items(self) -> list[tuple[str, str]]:
         return list(self._reasons.items())
 
-    def add(self, path: str, reason: str) -> bool:
-        """Record a bad file; True the first time it is seen."""
+    def add(self, path: str, reason: str, check: bool = True) -> bool:
+        """Record a bad file this process found; True the first time it is seen. ``check``: apply the limit."""
         if path in self._reasons:
             return False
         self._reasons[path] = reason
+        self._unshared.append((path, reason))
         log.warning("bad video skipped (%d so far): %s: %s", self.count, path, reason)
+        if check:
+            self.check()
+        return True
+
+    def update(self, bad: list[tuple[str, str]], check: bool = True) -> None:
+        """Add every ``(path, reason)`` of a batch's ``bad`` list."""
+        for path, reason in bad:
+            self.add(path, reason, check=False)
+        if check:
+            self.check()
+
+    def take_unshared(self) -> list[tuple[str, str]]:
+        """The files added since the last call (and forget that they were new)."""
+        new, self._unshared = self._unshared, []
+        return new
+
+    def merge(self, bad: list[tuple[str, str]]) -> None:
+        """Add files another process found (already warned about there); the limit is not applied."""
+        for path, reason in bad:
+            self._reasons.setdefault(path, reason)
+
+    def check(self) -> None:
+        """Raise :class:`DataQualityError` listing every bad file (sorted) if there are too many."""
         if self.count / self.total > self.max_fraction:
-            listing = "\n".join(f"  {p}: {r}" for p, r in self.items)
+            listing = "\n".join(f"  {p}: {r}" for p, r in sorted(self.items))
             raise DataQualityError(
                 f"{self.count} of {self.total} videos are bad ({self.count / self.total:.1%} > "
                 f"max_bad_fraction {self.max_fraction:.1%}); fix or remove them (`sct data check`):\n{listing}")
-        return True
-
-    def update(self, bad: list[tuple[str, str]]) -> None:
-        """Add every ``(path, reason)`` of a batch's ``bad`` list."""
-        for path, reason in bad:
-            self.add(path, reason)
 
 
 class VideoDataset(Dataset):
@@ -372,16 +395,25 @@ class VideoDataset(Dataset):
         return {"video": video, "label": self.labels[index], "index": index, "view": view, "ok": ok, "bad": bad}
 
 
-def collate(batch: list[dict]) -> dict:
+def collate(batch: list[dict], drop_failed: bool = False) -> dict:
     """Stack a list of items: ``video (B, 3, T, H, W)``, ``label/index/view (B,)``, ``ok (B,)`` bool,
-    ``bad`` one flat list of ``(path, reason)``."""
+    ``bad`` one flat list of ``(path, reason)`` of every item, ``dropped`` an int.
+
+    ``drop_failed`` (training): items with ``ok=False`` (a bad video whose replacements were bad too) are
+    left out, so their zero clip and borrowed label never reach the model; ``dropped`` counts them and
+    ``B`` may be 0.
+    """
+    kept = [b for b in batch if b["ok"]] if drop_failed else batch
+    video = (torch.stack([b["video"] for b in kept]) if kept
+             else batch[0]["video"].new_empty((0, *batch[0]["video"].shape)))
     return {
-        "video": torch.stack([b["video"] for b in batch]),
-        "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
-        "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
-        "view": torch.tensor([b["view"] for b in batch], dtype=torch.long),
-        "ok": torch.tensor([b["ok"] for b in batch], dtype=torch.bool),
+        "video": video,
+        "label": torch.tensor([b["label"] for b in kept], dtype=torch.long),
+        "index": torch.tensor([b["index"] for b in kept], dtype=torch.long),
+        "view": torch.tensor([b["view"] for b in kept], dtype=torch.long),
+        "ok": torch.tensor([b["ok"] for b in kept], dtype=torch.bool),
         "bad": [entry for b in batch for entry in b["bad"]],
+        "dropped": len(batch) - len(kept),
     }
 
 

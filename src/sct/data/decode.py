@@ -2,8 +2,11 @@
 
 A clip is asked for by presentation time (seconds from the start of the video stream), not by frame
 number, so variable-frame-rate files are sampled correctly: the frame returned for time ``t`` is the
-one on screen at ``t`` (the last frame whose timestamp is ``<= t``). The reader seeks once, to the
-keyframe before the first wanted time, and decodes forward until the last wanted time is covered.
+one a player shows at ``t``: the last frame, in display order, whose presentation timestamp minus the
+stream's start time is ``<= t`` (edit lists are applied by the demuxer). The reader seeks to the
+keyframe before the first wanted time (retrying further back when the demuxer lands after it), decodes
+forward, and stops at the first frame shown after the last wanted time; frame durations are never
+trusted, since with B-frames they are the coded duration, not the display one.
 
 Every call opens its own container, so readers are safe to use from DataLoader workers and threads.
 """
@@ -25,6 +28,9 @@ _TIME_EPS = 1e-4
 # A stream may end this much earlier than its header says before we call the file truncated.
 _END_TOLERANCE_S = 0.25
 _END_TOLERANCE_FRAMES = 4
+# How far before the first wanted time a seek aims, in turn, until it lands on a keyframe shown no later
+# than that time; after the last, the file is decoded from its start.
+_SEEK_BACKOFF_S = (0.0, 1.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -73,18 +79,22 @@ class VideoReader:
         self.path = str(check_file(path))
         self.seeks = 0  # counters for tests and benchmarks: seeks and frames decoded so far
         self.decoded = 0
+        self._threads = threads
+        self._container = self._open_container()
         try:
-            self._container = av.open(self.path, metadata_errors="ignore")
-        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
-            raise VideoDecodeError(f"{self.path}: not a readable media file ({err})") from err
-        try:
-            self._stream = self._open_stream(threads)
+            self._stream = self._open_stream()
             self.info = self._probe()
         except Exception:
             self._container.close()
             raise
 
-    def _open_stream(self, threads: str) -> av.video.stream.VideoStream:
+    def _open_container(self) -> av.container.InputContainer:
+        try:
+            return av.open(self.path, metadata_errors="ignore")
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
+            raise VideoDecodeError(f"{self.path}: not a readable media file ({err})") from err
+
+    def _open_stream(self) -> av.video.stream.VideoStream:
         fmt = self._container.format.name
         if fmt.endswith("_pipe") or fmt == "image2":
             raise VideoDecodeError(f"{self.path}: a still image ({fmt}), not a video")
@@ -92,7 +102,9 @@ class VideoReader:
             kinds = sorted({s.type for s in self._container.streams}) or ["none"]
             raise VideoDecodeError(f"{self.path}: no video stream (streams: {', '.join(kinds)})")
         stream = self._container.streams.video[0]
-        stream.thread_type = threads
+        if stream.codec_context is None:
+            raise VideoDecodeError(f"{self.path}: no decoder for the video stream (codec unknown or damaged header)")
+        stream.thread_type = self._threads
         return stream
 
     def _probe(self) -> VideoInfo:
@@ -149,28 +161,56 @@ class VideoReader:
         return np.stack([images[id(frames[i])] for i in inverse])
 
     def _decode_at(self, wanted: np.ndarray) -> list[av.VideoFrame]:
-        """For each time in sorted ``wanted``, the frame on screen then (one seek, forward decoding)."""
-        stream, tb = self._stream, self._stream.time_base
-        if wanted[0] > _TIME_EPS:
-            self._container.seek(int((wanted[0] + self._start) / tb), stream=stream, backward=True)
+        """For each time in sorted ``wanted``, the frame on screen then: the last frame in display order
+        whose presentation time is ``<= t`` (the first frame for a time before it).
+
+        A seek lands on a keyframe chosen by the demuxer, which may come *after* the target (indexes kept
+        by decode time, B-frame delay) or be preceded by leading pictures that need the previous GOP (open
+        GOP); such a landing is detected and the seek retried further back, and as a last resort the file
+        is decoded from its start.
+        """
+        for back in _SEEK_BACKOFF_S:
+            target = wanted[0] - back
+            if target <= _TIME_EPS:
+                break
+            self._container.seek(int((target + self._start) / self._stream.time_base), stream=self._stream,
+                                 backward=True)
             self.seeks += 1
+            picked = self._scan(wanted, after_seek=True)
+            if picked is not None:
+                return picked
+        if self.seeks or self.decoded:
+            self._reopen()
+        return self._scan(wanted, after_seek=False)
+
+    def _scan(self, wanted: np.ndarray, after_seek: bool) -> list[av.VideoFrame] | None:
+        """Decode forward from the current position and pick the frames for ``wanted``.
+
+        After a seek, frames before the first keyframe are skipped, and None is returned when that keyframe
+        is shown later than ``wanted[0]`` (or never comes): the caller seeks further back. Decoding stops
+        at the first frame shown after the last wanted time; a frame is known to be the one on screen
+        at ``t`` only once the next frame's time is seen, since a frame's ``duration`` is the coded
+        duration, not the display one, in streams with B-frames.
+        """
         picked: list[av.VideoFrame] = []
-        prev, prev_t = None, 0.0
-        for frame in self._container.decode(stream):
+        prev, prev_t, started = None, -1.0 / self.info.fps, not after_seek
+        for frame in self._container.decode(self._stream):
             self.decoded += 1
-            if frame.pts is None:
-                continue
-            t = float(frame.pts * tb) - self._start
+            if not started:
+                if frame.pts is None or not frame.key_frame:
+                    continue  # leading pictures of an open GOP, or frames the seek left half-decoded
+                if self._time(frame, prev_t) > wanted[0] + _TIME_EPS:
+                    return None
+                started = True
+            t = self._time(frame, prev_t)
             while len(picked) < len(wanted) and t > wanted[len(picked)] + _TIME_EPS:
                 picked.append(prev if prev is not None else frame)
             if len(picked) == len(wanted):
                 return picked
             prev, prev_t = frame, t
-            # Stop without decoding another frame once this one stays on screen past the last wanted time.
-            if t + self._frame_duration(frame) > wanted[-1] + _TIME_EPS:
-                picked += [frame] * (len(wanted) - len(picked))
-                return picked
         if prev is None:
+            if after_seek:
+                return None
             raise VideoDecodeError(f"{self.path}: no decodable video frames")
         missing = wanted[len(picked)]
         tolerance = max(_END_TOLERANCE_S, _END_TOLERANCE_FRAMES / self.info.fps)
@@ -180,10 +220,18 @@ class VideoReader:
                 f"(frame at {missing:.2f}s requested): truncated or damaged file")
         return picked + [prev] * (len(wanted) - len(picked))
 
-    def _frame_duration(self, frame: av.VideoFrame) -> float:
-        if frame.duration:
-            return float(frame.duration * self._stream.time_base)
-        return 1.0 / self.info.fps
+    def _time(self, frame: av.VideoFrame, prev_t: float) -> float:
+        """Seconds from the stream start at which ``frame`` is shown; a frame without a timestamp (the last
+        one of an AVI with packed B-frames) follows the previous one by a frame period, as players do."""
+        if frame.pts is None:
+            return prev_t + 1.0 / self.info.fps
+        return float(frame.pts * self._stream.time_base) - self._start
+
+    def _reopen(self) -> None:
+        """Start again at the first packet: seeking to the start is as unreliable as any other seek."""
+        self._container.close()
+        self._container = self._open_container()
+        self._stream = self._open_stream()
 
     def _rotation(self, frame: av.VideoFrame) -> int:
         """Counter-clockwise display rotation: the display matrix, else the legacy ``rotate`` tag (clockwise)."""

@@ -71,6 +71,11 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def is_distributed() -> bool:
+    """True inside a process group of more than one process."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

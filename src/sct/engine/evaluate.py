@@ -32,12 +32,12 @@ from tqdm import tqdm
 
 from sct.config import apply_override, config_from_dict, parse_views
 from sct.data.datasets import BadFileTracker, DataConfig, build_dataset, collate
-from sct.engine import distributed
+from sct.engine import bad_files, distributed
 from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_checkpoint, read_metadata
 from sct.engine.distributed import DistContext, shard_indices
 from sct.engine.metrics import VideoScores, add_views, merge_scores, summarize
 from sct.engine.plots import plot_confusion
-from sct.errors import CheckpointError, ConfigError
+from sct.errors import CheckpointError, ConfigError, DataQualityError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,18 +84,26 @@ def infer_scores(model: nn.Module, dataset, *, ctx: DistContext, batch_size: int
     shard = Subset(dataset, shard_indices(len(dataset), ctx.rank, ctx.world_size))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
                         pin_memory=ctx.device.type == "cuda")
+    # Bad files are exchanged after each batch that every process has (shards differ by at most one item),
+    # and once more at the end, so all processes apply the limit to the same global list at the same time.
+    common = min(-(-len(shard_indices(len(dataset), r, ctx.world_size)) // batch_size)
+                 for r in range(ctx.world_size))
     scores: dict[int, VideoScores] = {}
     model.eval()
     autocast = (torch.autocast(ctx.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
                 if precision != "fp32" else contextlib.nullcontext())
     quiet = not (ctx.is_main and sys.stderr.isatty())
     with torch.inference_mode(), autocast:
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=quiet, dynamic_ncols=True):
+        for number, batch in enumerate(tqdm(loader, desc=desc, unit="batch", disable=quiet, dynamic_ncols=True)):
             if tracker is not None:
-                tracker.update(batch["bad"])
+                tracker.update(batch["bad"], check=False)
+                if number < common:
+                    bad_files.share(tracker, ctx.device)
             logits = model(batch["video"].to(ctx.device, non_blocking=True))
             probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             add_views(scores, batch["index"].numpy(), batch["label"].numpy(), probs, batch["ok"].numpy())
+    if tracker is not None:
+        bad_files.share(tracker, ctx.device)
     return merge_scores(distributed.all_gather_objects(scores))
 
 
@@ -128,6 +136,10 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
     class_names = json.loads(metadata["classes"])
     _check_fits(model, data_cfg, checkpoint)
     dataset = build_dataset(data_cfg, split)
+    if dataset.num_videos == 0:
+        raise DataQualityError(
+            f"the {split} split ({Path(data_cfg.root) / getattr(data_cfg, split)}) lists no videos: nothing to "
+            f"evaluate (check data.root and data.{split})")
     if list(dataset.class_names) != class_names:
         raise CheckpointError(
             f"checkpoint {checkpoint} was trained on {len(class_names)} classes "
@@ -141,7 +153,6 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
                               batch_size=batch_size or run_cfg.eval.batch_size,
                               num_workers=run_cfg.eval.num_workers if num_workers is None else num_workers,
                               tracker=tracker, desc=f"eval {views}")
-        bad = {tuple(item) for part in distributed.all_gather_objects(list(tracker.items)) for item in part}
         metrics = summarize(scores, class_names)
         result = {
             "top1": metrics["top1"], "top5": metrics["top5"], "topk": metrics["topk"],
@@ -151,7 +162,7 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
             "ema": use_ema and CheckpointPaths.from_weights(checkpoint).ema.is_file(),
             "seconds": time.perf_counter() - start,
             "mean_class_top1": metrics["mean_class_top1"], "per_class_top1": metrics["per_class_top1"],
-            "bad_files": [list(item) for item in sorted(bad)],
+            "bad_files": [list(item) for item in sorted(tracker.items)],
             "confusion": metrics["confusion"],
         }
         if ctx.is_main:

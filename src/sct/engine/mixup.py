@@ -21,9 +21,10 @@ def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> 
     return out.scatter_(1, labels[:, None], 1.0 - smoothing + off)
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``-sum_k target_k log softmax(logits)_k``."""
-    return torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1).mean()
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """``-sum_k target_k log softmax(logits)_k`` per sample, averaged (``mean``) or summed (``sum``) over the batch."""
+    per_sample = torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1)
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
 class Mixup:

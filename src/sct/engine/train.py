@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import sys
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from sct.config import RunConfig, dump_config, load_config, parse_views
 from sct.data.datasets import BadFileTracker, build_dataset, collate
-from sct.engine import distributed
+from sct.engine import bad_files, distributed
 from sct.engine.checkpoint import (
     CheckpointPaths,
     atomic_write,
@@ -52,7 +53,7 @@ from sct.engine.metrics import MetricsLog, read_metrics, summarize
 from sct.engine.mixup import Mixup, soft_cross_entropy
 from sct.engine.optim import build_optimizer, build_schedule
 from sct.engine.plots import plot_curves
-from sct.errors import CheckpointError, ConfigError, SCTError
+from sct.errors import CheckpointError, ConfigError, DataQualityError, SCTError
 from sct.models.registry import create_model
 
 
@@ -125,10 +126,11 @@ class Trainer:
                                        epochs=cfg.train.epochs)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.train.precision == "fp16")
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing, reduction="sum")
         self.mixup = Mixup(len(self.class_names), cfg.train.mixup, cfg.train.cutmix, cfg.train.mixup_switch_prob,
                            cfg.train.label_smoothing)
         self.tracker = BadFileTracker(self.train_set.num_videos, cfg.data.max_bad_fraction)
+        self.dropped_clips = 0  # training clips left out: bad videos without a decodable replacement
         self.metadata = model_metadata(self.model, cfg.model.name, self.class_names, dump_config(cfg))
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=ctx.is_main)
         self.pos = Position()
@@ -241,6 +243,8 @@ class Trainer:
             ema = paths.ema if paths.ema.is_file() else paths.weights
             self.ema.load_state_dict(load_weights(ema)[0])
         self.tracker.update(state["bad_files"])
+        self.tracker.take_unshared()  # every process loaded them
+        self.dropped_clips = int(state.get("dropped_clips", 0))
         self.pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         self.epoch_totals = torch.tensor(state["epoch_totals"], dtype=torch.float64)
         self.last_checkpoint = paths
@@ -282,7 +286,8 @@ class Trainer:
             self.train_set.set_epoch(epoch)
             self.train_set.skip_batches = self.pos.step_in_epoch * self.accum
             return DataLoader(self.train_set, batch_size=self.train_set.micro_batch, drop_last=True,
-                              num_workers=self.cfg.train.num_workers, collate_fn=collate,
+                              num_workers=self.cfg.train.num_workers,
+                              collate_fn=functools.partial(collate, drop_failed=True),
                               pin_memory=self.ctx.device.type == "cuda")
         sampler = TrainBatchSampler(
             len(self.train_set), self.cfg.train.batch_size, self.accum, self.cfg.seed, epoch,
@@ -290,7 +295,8 @@ class Trainer:
         )
         self.train_set.set_epoch(epoch)
         return DataLoader(
-            self.train_set, batch_sampler=sampler, num_workers=self.cfg.train.num_workers, collate_fn=collate,
+            self.train_set, batch_sampler=sampler, num_workers=self.cfg.train.num_workers,
+            collate_fn=functools.partial(collate, drop_failed=True),
             pin_memory=self.ctx.device.type == "cuda",
             # A private generator: creating the iterator must not consume the global RNG.
             generator=torch.Generator().manual_seed(self.cfg.seed),
@@ -325,20 +331,29 @@ class Trainer:
         bar.close()
 
     def _optimizer_step(self, batches) -> tuple[torch.Tensor, float]:
-        """Forward/backward ``accum`` micro-batches, then one optimiser step.
+        """Forward/backward this process's ``accum`` micro-batches, then one optimiser step.
 
-        Returns the step's ``(loss x n, correct, n, non-finite)`` summed over processes, and the gradient norm.
+        Clips of bad videos without a decodable replacement were dropped by the collate; the step is the
+        mean loss over the decodable clips of the global batch, whatever process holds them. Returns the
+        step's ``(summed loss, correct, clips, non-finite)`` summed over processes, and the gradient norm.
         """
         torch.manual_seed(step_seed(self.cfg.seed, self.ctx.rank, self.pos.global_step))
         self.net.train()
+        micro = [next(batches) for _ in range(self.accum)]
+        for batch in micro:
+            self.tracker.update(batch["bad"], check=False)
+        bad_files.share(self.tracker, self.ctx.device)
+        clips = self._count_clips(micro)
+        # Each process's loss is its clips' summed loss x (processes / global clips): DDP averages the
+        # gradients over processes, which makes the step's gradient the mean over the decodable clips.
+        scale = self.ctx.world_size / clips
+        work = [(batch, 1.0) for batch in micro if len(batch["label"])] or [(self._stand_in(micro[0]), 0.0)]
         # On the training device: NCCL reduces CUDA tensors, and no per-micro-batch host sync is needed.
         stats = torch.zeros(4, dtype=torch.float64, device=self.ctx.device)
-        for k in range(self.accum):
-            batch = next(batches)
-            self.tracker.update(batch["bad"])
+        for k, (batch, weight) in enumerate(work):
             video = batch["video"].to(self.ctx.device, non_blocking=True)
             label = batch["label"].to(self.ctx.device, non_blocking=True)
-            last = k == self.accum - 1
+            last = k == len(work) - 1
             sync = self.net.no_sync() if self.ctx.distributed and not last else contextlib.nullcontext()
             targets = None
             if self.mixup.active:
@@ -347,11 +362,11 @@ class Trainer:
                 with self._autocast():
                     logits = self.net(video)
                 loss = (self.criterion(logits.float(), label) if targets is None
-                        else soft_cross_entropy(logits.float(), targets))
-                self.scaler.scale(loss / self.accum).backward()
-            loss = loss.detach().double()
-            correct = (logits.argmax(dim=-1) == label).sum()
-            stats += torch.stack([loss * label.numel(), correct.double(), stats.new_tensor(label.numel()),
+                        else soft_cross_entropy(logits.float(), targets, reduction="sum"))
+                self.scaler.scale(loss * (scale * weight)).backward()
+            loss = loss.detach().double() * weight
+            correct = (logits.argmax(dim=-1) == label).sum().double() * weight
+            stats += torch.stack([loss, correct, stats.new_tensor(label.numel() * weight),
                                   (~torch.isfinite(loss)).double()])
         stats = distributed.all_reduce_sum(stats).cpu()
         if stats[3] > 0:
@@ -364,6 +379,26 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         return stats, grad_norm
+
+    def _count_clips(self, micro: list[dict]) -> int:
+        """Decodable clips of this step over all processes (adds the dropped ones to ``dropped_clips``)."""
+        counts = torch.tensor([sum(len(b["label"]) for b in micro), sum(b["dropped"] for b in micro)],
+                              dtype=torch.int64, device=self.ctx.device)
+        clips, dropped = distributed.all_reduce_sum(counts).tolist()
+        self.dropped_clips += dropped
+        if clips == 0:
+            raise DataQualityError(
+                f"every clip of optimiser step {self.pos.global_step + 1} (epoch {self.pos.epoch + 1}) comes from "
+                f"a bad video whose {self.cfg.data.max_replacements} replacement draws were bad too: nothing "
+                f"to train on. Fix or remove the bad files (`sct data check`) or raise data.max_replacements")
+        return clips
+
+    @staticmethod
+    def _stand_in(empty: dict) -> dict:
+        """A zero-weighted one-clip batch for a process whose clips of this step were all dropped: DDP needs
+        every process in the gradient exchange, and a weight of 0 adds exactly nothing to the gradient."""
+        video = empty["video"].new_zeros((1, *empty["video"].shape[1:]))
+        return {**empty, "video": video, "label": torch.zeros(1, dtype=torch.long)}
 
     def _autocast(self):
         precision = self.cfg.train.precision
@@ -426,8 +461,8 @@ class Trainer:
     # ---- checkpoints and the end of the run ---------------------------------------------------------
 
     def _bad_files(self) -> list[list[str]]:
-        merged = {tuple(item) for part in distributed.all_gather_objects(list(self.tracker.items)) for item in part}
-        return [list(item) for item in sorted(merged)]
+        """Every process's bad files: the tracker holds the global list after each step's exchange."""
+        return [list(item) for item in sorted(self.tracker.items)]
 
     def _save_checkpoint(self) -> None:
         bad_files = self._bad_files()
@@ -443,6 +478,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch_totals": self.epoch_totals.tolist(),
                 "bad_files": bad_files,
+                "dropped_clips": self.dropped_clips,
             }
             save_checkpoint(paths, weights=self.model.state_dict(), metadata=self.metadata, state=state,
                             ema=self.ema.state_dict() if self.ema is not None else None)
@@ -474,6 +510,7 @@ class Trainer:
             "weights": str(final),
             "checkpoint": str(self.last_checkpoint.weights),
             "bad_files": bad_files,
+            "dropped_clips": self.dropped_clips,
         }
         text = json.dumps(summary, indent=2).encode()
         atomic_write(self.run_dir / "summary.json", lambda f: f.write(text))
@@ -490,5 +527,8 @@ class Trainer:
             lines.append(f"  val top-1 {summary['val_top1']:.1f}% ({self.cfg.train.val_views} views)")
         lines.append(f"  run folder {self.run_dir}: model.safetensors, metrics.jsonl, curves.png, checkpoints/")
         bad = summary["bad_files"]
-        lines.append(f"  bad files skipped: {len(bad)}" + "".join(f"\n    {p}: {r}" for p, r in bad))
+        lines.append(f"  bad files: {len(bad)}, their clips replaced by other videos' clips"
+                     + (f" except {summary['dropped_clips']} clips left out (no decodable replacement)"
+                        if summary["dropped_clips"] else "")
+                     + "".join(f"\n    {p}: {r}" for p, r in bad))
         return "\n".join(lines)
