@@ -61,5 +61,7 @@ def _image_config(video_model: str) -> SCTConfig:
     return dataclasses.replace(default_config(video_model), num_frames=1, num_classes=1000)
 
 
-for _size in ("tiny", "s", "m", "l"):
-    register(f"sct_{_size}_image", SCTImage, _image_config(f"sct_{_size}"))
+register("sct_tiny_image", SCTImage, _image_config("sct_tiny"))
+register("sct_s_image", SCTImage, _image_config("sct_s"))
+register("sct_m_image", SCTImage, _image_config("sct_m"))
+register("sct_l_image", SCTImage, _image_config("sct_l"))
