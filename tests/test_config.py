@@ -93,6 +93,7 @@ def test_recipes_follow_table_2(name):
 def test_appendix_recipes_load(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.model.name == "sct_l" and cfg.train.batch_size == 8
+    assert cfg.data.sampling == "segment" and cfg.data.num_frames == 24
 
 
 def test_ssv2_does_not_flip_left_right():

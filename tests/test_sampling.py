@@ -1,9 +1,10 @@
-"""Clip timing: PySlowFast num_frames x sampling_rate at target_fps, train/test starts, short videos."""
+"""Clip timing (PySlowFast num_frames x sampling_rate at target_fps, train/test starts, short videos) and
+segment timing (TSN: one frame per equal segment of the whole video)."""
 
 import numpy as np
 import pytest
 
-from sct.data.sampling import ClipSampler
+from sct.data.sampling import ClipSampler, SegmentSampler, build_sampler
 from sct.errors import ConfigError
 
 
@@ -63,3 +64,52 @@ def test_short_video_repeats_last_frame():
 def test_invalid_values_raise(kwargs):
     with pytest.raises(ConfigError):
         ClipSampler(**kwargs)
+
+
+def test_segment_train_times_one_random_instant_per_segment():
+    sampler = SegmentSampler(num_frames=4)
+    draws = np.stack([sampler.train_times(8.0, 25.0, np.random.default_rng(seed)) for seed in range(200)])
+    segment = np.floor(draws / 2.0)  # 4 segments of 2 s
+    assert (segment == np.arange(4)).all()
+    assert (draws.min(0) < np.arange(4) * 2 + 0.1).all() and (draws.max(0) > np.arange(4) * 2 + 1.9).all()
+    assert len({tuple(d) for d in draws}) == 200  # offsets drawn independently per segment and per draw
+    again = sampler.train_times(8.0, 25.0, np.random.default_rng(7))
+    np.testing.assert_array_equal(again, draws[7])
+
+
+@pytest.mark.parametrize("duration", [2.0, 6.0, 60.0])
+def test_segment_clips_cover_the_whole_video_whatever_its_length(duration):
+    times = SegmentSampler(8).view_times(duration, 12.0, 0, 1)
+    np.testing.assert_allclose(times, (np.arange(8) + 0.5) * duration / 8)  # the middle of each segment
+
+
+def test_segment_test_views_are_evenly_spaced_inside_segments():
+    sampler = SegmentSampler(num_frames=2)
+    views = np.stack([sampler.view_times(4.0, 10.0, v, 4) for v in range(4)])
+    np.testing.assert_allclose(views[:, 0], [0.25, 0.75, 1.25, 1.75])  # (v + 1/2) / 4 of the first 2 s segment
+    np.testing.assert_allclose(views[:, 1], views[:, 0] + 2.0)
+    with pytest.raises(ValueError):
+        sampler.view_times(4.0, 10.0, 4, 4)
+
+
+def test_segment_middle_frames_match_tsn_test_indices():
+    # TSN/TSM test sampling of an N-frame video: int(tick / 2 + tick * k), tick = N / T
+    for n_frames, segments in [(30, 8), (121, 16), (48, 8), (5, 8)]:
+        times = SegmentSampler(segments).view_times(n_frames / 30.0, 30.0, 0, 1)
+        tick = n_frames / segments
+        expected = [int(tick / 2 + tick * k) for k in range(segments)]
+        assert np.floor(times * 30.0 + 1e-4).astype(int).tolist() == expected
+
+
+def test_segment_times_stay_inside_a_short_video_in_order():
+    times = SegmentSampler(16).train_times(0.3, 10.0, np.random.default_rng(0))  # 3 frames, 16 wanted
+    assert np.all(np.diff(times) >= 0) and times[0] >= 0 and times[-1] < 0.3
+
+
+def test_build_sampler_by_name():
+    assert build_sampler("segment", 8, sampling_rate=4) == SegmentSampler(8)
+    assert build_sampler("clip", 8, 2, 5.0, "repeat") == ClipSampler(8, 2, 5.0, "repeat")
+    with pytest.raises(ConfigError, match="sampling"):
+        build_sampler("dense", 8)
+    with pytest.raises(ConfigError):
+        SegmentSampler(0)

@@ -18,6 +18,7 @@ from sct.data.synthetic import (
     render_clip,
     sample_clip,
     split_sizes,
+    stretch_motion,
     video_name,
     write_video,
 )
@@ -212,3 +213,28 @@ def test_cli_writes_a_set_and_prints_a_summary(tmp_path, capsys):
     assert decode(out / video_name("shrink", 2)).shape == (4, 16, 16, 3)
     assert cli_main(["synth", str(tmp_path / "bad"), "--size", "15"]) == 1
     assert "size" in capsys.readouterr().err
+
+
+def test_stretch_motion_holds_the_end_frames():
+    motion = np.arange(4)[:, None] * np.ones((1, 2), dtype=np.int64)
+    out = stretch_motion(motion, 9, 3)
+    assert out[:, 0].tolist() == [0, 0, 0, 0, 1, 2, 3, 3, 3]
+    with pytest.raises(ValueError):
+        stretch_motion(motion, 9, 6)
+
+
+def test_motion_frames_confine_the_motion_to_a_brief_moment(tmp_path):
+    root = generate(tmp_path / "s", videos_per_class=3, num_frames=24, motion_frames=4, size=32,
+                    classes=["move_right", "move_left"], workers=1, progress=False)
+    starts = set()
+    for name in ("move_right", "move_left"):
+        for i in range(3):
+            frames = decode(root / video_name(name, i)).astype(int)
+            assert len(frames) == 24
+            changes = np.flatnonzero(np.abs(np.diff(frames, axis=0)).max(axis=(1, 2, 3)) > 0)
+            # intra-only at a constant quantiser: held frames decode identically; 4 moving frames = 3 changes
+            assert len(changes) == 3 and np.ptp(changes) == 2, changes
+            starts.add(int(changes[0]))
+    assert len(starts) > 1  # the moment is drawn per video
+    with pytest.raises(ConfigError, match="motion_frames"):
+        generate(tmp_path / "bad", num_frames=8, motion_frames=9, classes=["grow"], workers=1, progress=False)

@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("sct.engine.train", "train a model from a YAML config with dotted overrides"),
     "eval": ("sct.engine.evaluate", "multi-view evaluation of a checkpoint"),
     "predict": ("sct.engine.predict", "top-k labels for video files"),
+    "runs": ("sct.engine.runs", "the run folders under a directory: model, data, progress, best val, status"),
     "demo": ("sct.engine.demo", "synthesise data, train sct_tiny, evaluate: the whole loop in minutes"),
     "profile": ("sct.analysis.flops", "parameters and GFLOPs per model and per module"),
     "bench": ("sct.analysis.bench", "latency, throughput and memory of models"),

@@ -112,6 +112,8 @@ class TrainConfig:
     eval_every_epochs: int = 1
     val_views: str = "1x1"
     log_every_steps: int = 10
+    # TensorBoard event files in <output_dir>/tensorboard/ (needs the `tensorboard` extra).
+    tensorboard: bool = False
     device: str = "auto"
     # Intra-op CPU threads per process (null: PyTorch's default, one per core). With data-loading workers
     # on the same cores, fewer threads avoid oversubscription, which costs more than it gains on small CPUs.

@@ -33,7 +33,7 @@ from sct.data import transforms as T
 from sct.data.annotations import FORMATS, Annotations, read_annotations, read_classes_file
 from sct.data.frames import open_video
 from sct.data.images import IMAGE_FORMATS, TEN_CROP
-from sct.data.sampling import SHORT_VIDEO_MODES, ClipSampler
+from sct.data.sampling import SAMPLINGS, SHORT_VIDEO_MODES, ClipSampler, SegmentSampler, build_sampler
 from sct.data.video_cache import DecodedVideoCache
 from sct.errors import ConfigError, DataQualityError, VideoDecodeError
 
@@ -65,6 +65,9 @@ class DataConfig:
     video_ext: str | None = None
     frames_dir: str | None = None
     frames_fps: float = 30.0
+    # "clip": num_frames at sampling_rate / target_fps from one start; "segment": one frame from each of
+    # num_frames equal parts of the whole video (sampling_rate, target_fps and short_video then unused).
+    sampling: str = "clip"
     num_frames: int = 16
     sampling_rate: int = 4
     target_fps: float | None = None
@@ -111,6 +114,8 @@ class DataConfig:
             raise bad("target_fps", "must be > 0 or null")
         if not self.frames_fps > 0:
             raise bad("frames_fps", "must be > 0")
+        if self.sampling not in SAMPLINGS:
+            raise bad("sampling", f"must be one of {SAMPLINGS}")
         if self.short_video not in SHORT_VIDEO_MODES:
             raise bad("short_video", f"must be one of {SHORT_VIDEO_MODES}")
         if self.train_crop not in ("jitter", "resized"):
@@ -169,8 +174,8 @@ class DataConfig:
         """Test short side; default the crop size (the crop then spans the short side)."""
         return self.test_short_side or self.crop_size
 
-    def sampler(self) -> ClipSampler:
-        return ClipSampler(self.num_frames, self.sampling_rate, self.target_fps, self.short_video)
+    def sampler(self) -> ClipSampler | SegmentSampler:
+        return build_sampler(self.sampling, self.num_frames, self.sampling_rate, self.target_fps, self.short_video)
 
 
 def _pair(cfg: DataConfig, field: str) -> tuple[float, float]:

@@ -1,9 +1,14 @@
-"""Which instants of a video make a clip: PySlowFast's ``num_frames`` x ``sampling_rate`` at ``target_fps``.
+"""Which instants of a video make a clip: fixed-rate clips (:class:`ClipSampler`) or segments
+(:class:`SegmentSampler`, ``data.sampling: segment``).
 
-A clip is ``num_frames`` frames, ``sampling_rate`` frames apart, counted at ``target_fps`` (or at the
-video's own rate when ``target_fps`` is None). In seconds the gap between clip frames is
-``sampling_rate / fps`` and the clip spans ``num_frames * sampling_rate / fps``. Times, not frame
-numbers, are returned, so the decoder can pick frames by timestamp (variable frame rate works).
+Times, not frame numbers, are returned, so the decoder can pick frames by timestamp (variable frame
+rate works). Every sampler's times are in increasing order within a clip (loops aside), so the reader
+decodes a clip with one seek.
+
+**Clips** (PySlowFast's ``num_frames`` x ``sampling_rate`` at ``target_fps``). A clip is ``num_frames``
+frames, ``sampling_rate`` frames apart, counted at ``target_fps`` (or at the video's own rate when
+``target_fps`` is None). In seconds the gap between clip frames is
+``sampling_rate / fps`` and the clip spans ``num_frames * sampling_rate / fps``.
 
 - training: the start is uniform in ``[0, duration - span]`` (PySlowFast's random clip);
 - testing: ``num_views`` starts evenly spaced over ``[0, duration - span]``, the first at the beginning
@@ -11,6 +16,14 @@ numbers, are returned, so the decoder can pick frames by timestamp (variable fra
 
 A video shorter than a clip is either looped (``short_video="loop"``: time wraps around to the
 start) or its last frame repeated (``"repeat"``: PySlowFast's clamping).
+
+**Segments** (TSN; the Something-Something and Diving48 recipes of TSM, X-ViT, TimeSformer, MViT and
+VideoMAE). The whole video is cut into ``num_frames`` equal segments and each gives one frame, so a clip
+always covers the whole video whatever its length:
+
+- training: a uniformly random instant in each segment, drawn independently per segment;
+- testing: view ``v`` of ``n`` takes the instant ``(v + 1/2) / n`` of the way through each segment (one
+  view: the middle of each segment, TSN's test sampling; two views: the quarter and three-quarter points).
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import numpy as np
 from sct.errors import ConfigError
 
 SHORT_VIDEO_MODES = ("loop", "repeat")
+SAMPLINGS = ("clip", "segment")
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,47 @@ class ClipSampler:
 
     def view_times(self, duration: float, video_fps: float, view: int, num_views: int) -> np.ndarray:
         """``(num_frames,)`` seconds of test view ``view`` of ``num_views`` evenly spaced clips."""
-        if not 0 <= view < num_views:
-            raise ValueError(f"view {view} out of range for {num_views} views")
+        _check_view(view, num_views)
         slack = max(duration - self.span(video_fps), 0.0)
         start = slack / 2 if num_views == 1 else slack * view / (num_views - 1)
         return self._times_from(start, duration, video_fps)
+
+
+@dataclass(frozen=True)
+class SegmentSampler:
+    """One frame from each of ``num_frames`` equal segments of the whole video (see the module docstring)."""
+
+    num_frames: int = 8
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
+
+    def _times_at(self, duration: float, offsets: np.ndarray | float) -> np.ndarray:
+        """Instants ``offsets`` (fractions in [0, 1)) of the way through each segment."""
+        times = (np.arange(self.num_frames) + offsets) * (duration / self.num_frames)
+        return np.clip(times, 0.0, np.nextafter(duration, 0.0))
+
+    def train_times(self, duration: float, video_fps: float, rng: np.random.Generator) -> np.ndarray:
+        """``(num_frames,)`` seconds: a uniformly random instant in each segment."""
+        return self._times_at(duration, rng.uniform(0.0, 1.0, self.num_frames))
+
+    def view_times(self, duration: float, video_fps: float, view: int, num_views: int) -> np.ndarray:
+        """``(num_frames,)`` seconds of test view ``view``: ``(view + 1/2) / num_views`` into each segment."""
+        _check_view(view, num_views)
+        return self._times_at(duration, (view + 0.5) / num_views)
+
+
+def _check_view(view: int, num_views: int) -> None:
+    if not 0 <= view < num_views:
+        raise ValueError(f"view {view} out of range for {num_views} views")
+
+
+def build_sampler(sampling: str, num_frames: int, sampling_rate: int = 4, target_fps: float | None = None,
+                  short_video: str = "loop") -> ClipSampler | SegmentSampler:
+    """The sampler ``data.sampling`` names; segments ignore the clip-only options (rate, fps, short video)."""
+    if sampling == "segment":
+        return SegmentSampler(num_frames)
+    if sampling == "clip":
+        return ClipSampler(num_frames, sampling_rate, target_fps, short_video)
+    raise ConfigError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")

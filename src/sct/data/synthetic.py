@@ -8,6 +8,10 @@ one distribution: a model that looks at single frames, or averages them, is at c
 Frames are encoded intra-only at a constant quantiser, so each frame's bytes depend only on its pixels
 and the time-reversal survives encoding exactly.
 
+With ``motion_frames`` shorter than the clip, the motion takes only that many frames, at a random moment;
+the object stands still before and after it. Such a video shows its class only to a sampler that looks
+across its whole length (segment sampling), not to a short fixed-rate clip that lands on a still stretch.
+
 Every clip's randomness comes from ``(seed, class name, index)``, so a dataset is the same whatever the
 number of worker processes, and a class keeps its clips when others are added or removed.
 
@@ -262,8 +266,21 @@ def render_forward(params: ClipParams) -> np.ndarray:
 
 def render_clip(class_name: str, params: ClipParams) -> np.ndarray:
     """uint8 frames ``(T, H, W, 3)`` of ``class_name``: the forward rendering, reversed for the backward class."""
-    frames = render_forward(params)
-    return frames if _PAIR_OF[class_name].forward == class_name else np.ascontiguousarray(frames[::-1])
+    return play_as(class_name, render_forward(params))
+
+
+def play_as(class_name: str, forward: np.ndarray) -> np.ndarray:
+    """``forward`` frames ``(T, ...)`` as shown for ``class_name``: as they are, or reversed for the backward class."""
+    return forward if _PAIR_OF[class_name].forward == class_name else np.ascontiguousarray(forward[::-1])
+
+
+def stretch_motion(motion: np.ndarray, num_frames: int, start: int) -> np.ndarray:
+    """``(num_frames, H, W, 3)``: the first frame of ``motion`` held until ``start``, ``motion``, then its
+    last frame held to the end."""
+    if not 0 <= start <= num_frames - len(motion):
+        raise ValueError(f"a motion of {len(motion)} frames cannot start at {start} of {num_frames}")
+    after = num_frames - start - len(motion)
+    return np.concatenate([np.repeat(motion[:1], start, axis=0), motion, np.repeat(motion[-1:], after, axis=0)])
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 10, qp: int = 20) -> None:
@@ -299,6 +316,7 @@ class SynthSettings:
     distractor: bool = True
     fps: int = 10
     qp: int = 20
+    motion_frames: int | None = None
 
 
 def video_name(class_name: str, index: int) -> str:
@@ -308,9 +326,14 @@ def video_name(class_name: str, index: int) -> str:
 
 def _make_video(job: tuple[Path, str, int, SynthSettings]) -> None:
     out_dir, class_name, index, s = job
-    params = sample_clip(class_name, clip_rng(s.seed, class_name, index), num_frames=s.num_frames, size=s.size,
-                         noise=s.noise, distractor=s.distractor)
-    write_video(out_dir / video_name(class_name, index), render_clip(class_name, params), fps=s.fps, qp=s.qp)
+    rng = clip_rng(s.seed, class_name, index)
+    moving = s.motion_frames or s.num_frames
+    params = sample_clip(class_name, rng, num_frames=moving, size=s.size, noise=s.noise, distractor=s.distractor)
+    frames = render_forward(params)
+    if moving < s.num_frames:
+        frames = stretch_motion(frames, s.num_frames, int(rng.integers(s.num_frames - moving + 1)))
+    # The backward class plays the whole stretched video in reverse, still stretches included.
+    write_video(out_dir / video_name(class_name, index), play_as(class_name, frames), fps=s.fps, qp=s.qp)
 
 
 def split_sizes(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
@@ -329,6 +352,9 @@ def _check_options(videos_per_class: int, settings: SynthSettings, classes: Sequ
     checks = [
         ("videos_per_class", videos_per_class, videos_per_class >= 1, "must be >= 1"),
         ("num_frames", settings.num_frames, settings.num_frames >= 2, "must be >= 2"),
+        ("motion_frames", settings.motion_frames,
+         settings.motion_frames is None or 2 <= settings.motion_frames <= settings.num_frames,
+         "must be null or in 2..num_frames"),
         ("size", settings.size, settings.size >= 16 and settings.size % 2 == 0, "must be even and >= 16 (yuv420p)"),
         ("noise", settings.noise, settings.noise >= 0, "must be >= 0"),
         ("fps", settings.fps, settings.fps >= 1, "must be >= 1"),
@@ -399,14 +425,16 @@ def generate(out_dir: str | os.PathLike, *, videos_per_class: int = 100, seed: i
              size: int = 64, classes: Sequence[str] | None = None, workers: int | None = None,
              noise: float = 0.04, distractor: bool = True, fps: int = 10, qp: int = 20,
              splits: Sequence[float] = (0.7, 0.15, 0.15), overwrite: bool = False,
-             progress: bool | None = None) -> Path:
+             progress: bool | None = None, motion_frames: int | None = None) -> Path:
     """Write the synthetic motion dataset to ``out_dir`` and return it as a ``Path``.
 
     ``videos_per_class`` clips of ``num_frames`` frames, ``size`` x ``size`` pixels, for each of
     ``classes`` (default :data:`DEFAULT_CLASSES`; any of :data:`ALL_CLASSES`). Clip ``i`` of a class
     goes to train, val or test by ``i`` according to ``splits``. ``noise`` is the per-pixel Gaussian
     std (frames in [0, 1]); ``distractor`` adds a second, smaller moving object; ``qp`` is the H.264
-    quantiser. ``workers`` processes (default: all CPUs) give identical files to one process.
+    quantiser. ``motion_frames`` (< ``num_frames``) confines the motion to that many frames at a random
+    moment, with still stretches around it (see the module docstring). ``workers`` processes (default:
+    all CPUs) give identical files to one process.
     If ``out_dir`` already holds this exact set it is reused, a different synthetic set there is
     replaced, and any other non-empty folder is refused unless ``overwrite``. ``progress`` (default:
     stderr is a terminal) shows a tqdm bar.
@@ -414,9 +442,11 @@ def generate(out_dir: str | os.PathLike, *, videos_per_class: int = 100, seed: i
     out_dir = Path(out_dir)
     classes = list(DEFAULT_CLASSES if classes is None else classes)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    settings = SynthSettings(seed, num_frames, size, float(noise), bool(distractor), fps, qp)
+    settings = SynthSettings(seed, num_frames, size, float(noise), bool(distractor), fps, qp, motion_frames)
     _check_options(videos_per_class, settings, classes, workers, splits)
-    manifest = {"format_version": FORMAT_VERSION, **asdict(settings), "classes": classes,
+    # motion_frames is recorded only when set, so sets written before the option existed stay reusable.
+    fields = {k: v for k, v in asdict(settings).items() if k != "motion_frames" or v is not None}
+    manifest = {"format_version": FORMAT_VERSION, **fields, "classes": classes,
                 "videos_per_class": videos_per_class, "splits": [float(f) for f in splits]}
     if _is_complete(out_dir, manifest):
         return out_dir
@@ -444,6 +474,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.04, help="per-pixel noise std, frames in [0, 1] (0.04)")
     parser.add_argument("--no-distractor", action="store_true", help="leave out the second moving object")
     parser.add_argument("--fps", type=int, default=10, help="frame rate written in the files (10)")
+    parser.add_argument("--motion-frames", type=int, default=None, metavar="M",
+                        help="the motion takes M frames at a random moment, still before and after (default: all)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty OUT that holds no synthetic set")
     images = parser.add_argument_group("image set (sct synth --images OUT)")
@@ -465,7 +497,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = generate(args.out, videos_per_class=args.videos_per_class, seed=args.seed, num_frames=args.frames,
                    size=args.size, classes=classes, workers=args.workers, noise=args.noise,
-                   distractor=not args.no_distractor, fps=args.fps, overwrite=args.overwrite)
+                   distractor=not args.no_distractor, fps=args.fps, overwrite=args.overwrite,
+                   motion_frames=args.motion_frames)
     seconds = time.perf_counter() - start
     train, val, test = split_sizes(args.videos_per_class, (0.7, 0.15, 0.15))
     total = len(classes) * args.videos_per_class

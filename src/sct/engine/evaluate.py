@@ -7,7 +7,8 @@ be decoded counts as a wrong prediction. Under ``torchrun`` each process scores 
 clips and the per-video sums are gathered, so every clip is counted exactly once.
 
 Outputs (default: ``<run folder>/eval_<split>_<T>x<S>/``): ``eval.json``, ``predictions.csv``,
-``confusion.png``.
+``confusion.png``; for a run trained with ``train.tensorboard``, also the top-1 and the confusion image
+in the run's ``tensorboard/`` events (``eval/<split>_<T>x<S>/...``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,7 @@ from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_chec
 from sct.engine.distributed import DistContext, shard_indices
 from sct.engine.metrics import VideoScores, add_views, merge_scores, summarize
 from sct.engine.plots import plot_confusion
+from sct.engine.tensorboard_log import TensorBoardLog
 from sct.errors import CheckpointError, ConfigError, DataQualityError
 
 
@@ -107,12 +110,42 @@ def infer_scores(model: nn.Module, dataset, *, ctx: DistContext, batch_size: int
     return merge_scores(distributed.all_gather_objects(scores))
 
 
-def default_output_dir(checkpoint: Path, split: str, views: str) -> Path:
-    """``<run>/eval_<split>_<views>``: the run folder is the checkpoint's, or the one above ``checkpoints/``."""
+def run_folder(checkpoint: Path) -> Path:
+    """The run a checkpoint belongs to: its folder, or the one above ``checkpoints/``."""
     folder = checkpoint.parent
-    if folder.name == "checkpoints":
-        folder = folder.parent
-    return folder / f"eval_{split}_{views}"
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def default_output_dir(checkpoint: Path, split: str, views: str) -> Path:
+    """``<run>/eval_<split>_<views>``."""
+    return run_folder(checkpoint) / f"eval_{split}_{views}"
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    """The optimiser step of ``step_<n>.safetensors``, or of the run's end for ``model.safetensors``."""
+    match = re.fullmatch(r"step_(\d+)(\.ema)?\.safetensors", checkpoint.name)
+    if match:
+        return int(match[1])
+    summary = run_folder(checkpoint) / "summary.json"
+    try:
+        return int(json.loads(summary.read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _board_result(checkpoint: Path, result: dict[str, Any], class_names: list[str]) -> None:
+    """The top-1 and the confusion image under ``eval/<split>_<views>/`` in the run's TensorBoard events."""
+    try:
+        board = TensorBoardLog(run_folder(checkpoint) / "tensorboard")
+    except ConfigError as err:  # the run was trained with TensorBoard, this environment lacks it
+        print(f"sct eval: warning: results not added to the run's TensorBoard events: {err}", file=sys.stderr)
+        return
+    step, tag = _checkpoint_step(checkpoint), f"eval/{result['split']}_{result['views']}"
+    try:
+        board.scalar(f"{tag}/top1", result["top1"], step)
+        board.confusion(f"{tag}/confusion", result["confusion"], class_names, step)
+    finally:
+        board.close()
 
 
 def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: str | None = None, *,
@@ -169,6 +202,8 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
             out = Path(output_dir) if output_dir else default_output_dir(checkpoint, split, views)
             result["output_dir"] = str(out)
             _write_outputs(out, result, metrics, dataset, class_names)
+            if run_cfg.train.tensorboard:
+                _board_result(checkpoint, result, class_names)
             if verbose:
                 print(describe(result), flush=True)
         return result

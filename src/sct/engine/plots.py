@@ -42,11 +42,12 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path) -> Path:
-    """``confusion.png``: rows true class, columns predicted class, each row normalised to 1."""
+def confusion_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
+    """The confusion matrix ``(C, C)`` (rows true class, columns predicted), each row normalised to 1."""
     matrix = np.asarray(matrix, dtype=float)
     rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.45 * len(class_names) + 2)
+    # Past 40 classes the labels are left out, and a fixed size keeps the image readable and small.
+    size = max(4.0, 0.45 * len(class_names) + 2) if len(class_names) <= 40 else 10.0
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -59,6 +60,12 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path)
                     color="white" if rows[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title="confusion (row-normalised)")
     fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path) -> Path:
+    """``confusion.png``: :func:`confusion_figure` as a PNG file."""
+    fig = confusion_figure(matrix, class_names)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

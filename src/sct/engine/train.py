@@ -3,7 +3,9 @@
 ``sct train --config configs/k400.yaml data.root=/data/k400 optim.lr=0.1`` (single process), or under
 ``torchrun --nproc_per_node N -m sct train ...`` for data parallelism. Everything a run writes goes to
 ``output_dir``: ``config.yaml`` (resolved), ``labels.txt``, ``metrics.jsonl``, ``checkpoints/``,
-``curves.png``, ``model.safetensors`` and ``summary.json``.
+``curves.png``, ``model.safetensors`` and ``summary.json`` (and ``tensorboard/`` with ``train.tensorboard``).
+While it runs, a terminal shows a progress bar per epoch with the epoch's and the run's ETA; a log file gets
+plain lines (:mod:`sct.engine.progress`).
 
 Exactness: the data order is a function of ``(seed, epoch)``, augmentation of ``(seed, epoch, item)``,
 dropout of ``(seed, rank, step)`` (the global RNG is reseeded before every optimiser step), and random
@@ -19,7 +21,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sct.config import RunConfig, dump_config, load_config, parse_views
 from sct.data.datasets import BadFileTracker, build_dataset, collate
@@ -53,6 +53,8 @@ from sct.engine.metrics import MetricsLog, read_metrics, summarize
 from sct.engine.mixup import Mixup, soft_cross_entropy
 from sct.engine.optim import build_optimizer, build_schedule
 from sct.engine.plots import plot_curves
+from sct.engine.progress import TrainProgress
+from sct.engine.tensorboard_log import TensorBoardLog, require_tensorboard
 from sct.errors import CheckpointError, ConfigError, DataQualityError, SCTError
 from sct.models.registry import create_model
 
@@ -133,6 +135,9 @@ class Trainer:
         self.dropped_clips = 0  # training clips left out: bad videos without a decodable replacement
         self.metadata = model_metadata(self.model, cfg.model.name, self.class_names, dump_config(cfg))
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=ctx.is_main)
+        if cfg.train.tensorboard:
+            require_tensorboard()
+        self.board = TensorBoardLog(self.run_dir / "tensorboard", enabled=False)
         self.pos = Position()
         # (loss x n, correct, n) of the epoch so far, over all processes; saved so a resumed epoch reports
         # the same averages.
@@ -255,15 +260,30 @@ class Trainer:
         start = time.perf_counter()
         self._prepare_run_folder()
         cfg = self.cfg.train
-        while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
-            self._run_epoch()
-            if self.pos.step_in_epoch < self.steps_per_epoch:
-                break  # stopped by train.max_steps inside the epoch
-            self._end_epoch()
-        if self.last_checkpoint is None or self._latest_saved_step() != self.pos.global_step:
-            self._save_checkpoint()
-        self._finish(time.perf_counter() - start)
+        try:
+            while self.pos.epoch < cfg.epochs and not self._reached_max_steps():
+                self._run_epoch()
+                if self.pos.step_in_epoch < self.steps_per_epoch:
+                    break  # stopped by train.max_steps inside the epoch
+                self._end_epoch()
+            if self.last_checkpoint is None or self._latest_saved_step() != self.pos.global_step:
+                self._save_checkpoint()
+            self._finish(time.perf_counter() - start)
+        finally:
+            self.progress.close_epoch()
+            self.board.close()
         return self.run_dir
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run: all epochs, or ``train.max_steps`` if that comes first."""
+        steps = self.steps_per_epoch * self.cfg.train.epochs
+        return min(steps, self.cfg.train.max_steps) if self.cfg.train.max_steps else steps
+
+    def _record(self, record: dict[str, Any]) -> None:
+        """Append to metrics.jsonl and mirror into TensorBoard."""
+        self.log.append(record)
+        self.board.record(record)
 
     def _reached_max_steps(self) -> bool:
         return self.cfg.train.max_steps is not None and self.pos.global_step >= self.cfg.train.max_steps
@@ -279,6 +299,12 @@ class Trainer:
                 self.log.reset()
             else:
                 self.log.truncate_after(self.pos.global_step)
+            # Events past the checkpoint belong to the interrupted attempt: purged, as metrics.jsonl is truncated.
+            self.board = TensorBoardLog(self.run_dir / "tensorboard", enabled=self.cfg.train.tensorboard,
+                                        purge_step=0 if self.resume_from is None else self.pos.global_step + 1)
+        self.progress = TrainProgress(epochs=self.cfg.train.epochs, steps_per_epoch=self.steps_per_epoch,
+                                      total_steps=self.total_steps, log_every=self.cfg.train.log_every_steps,
+                                      enabled=self.ctx.is_main)
         distributed.barrier()
 
     def _loader(self, epoch: int) -> DataLoader:
@@ -306,8 +332,7 @@ class Trainer:
         """Train until the epoch ends or ``train.max_steps`` is reached."""
         epoch, cfg = self.pos.epoch, self.cfg.train
         batches = iter(self._loader(epoch))
-        bar = tqdm(total=self.steps_per_epoch, initial=self.pos.step_in_epoch, unit="step", dynamic_ncols=True,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (self.ctx.is_main and sys.stderr.isatty()))
+        self.progress.start_epoch(epoch, self.pos.step_in_epoch, self.pos.global_step)
         tic = time.perf_counter()
         while self.pos.step_in_epoch < self.steps_per_epoch and not self._reached_max_steps():
             lr = self.schedule.current_lr()
@@ -318,17 +343,13 @@ class Trainer:
             loss, top1 = stats[0].item() / stats[2].item(), 100.0 * stats[1].item() / stats[2].item()
             rate = cfg.batch_size / max(time.perf_counter() - tic, 1e-9)
             tic = time.perf_counter()
-            self.log.append({"type": "step", "epoch": epoch, "step": self.pos.global_step, "loss": loss,
-                             "top1": top1, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
-            if bar.disable and self.ctx.is_main and self.pos.global_step % cfg.log_every_steps == 0:
-                print(f"epoch {epoch + 1}/{cfg.epochs} step {self.pos.step_in_epoch}/{self.steps_per_epoch} "
-                      f"loss {loss:.4f} lr {lr:.4g} ({rate:.1f} samples/s)", flush=True)
+            self._record({"type": "step", "epoch": epoch, "step": self.pos.global_step, "loss": loss,
+                          "top1": top1, "lr": lr, "grad_norm": grad_norm, "samples_per_s": rate})
+            self.progress.step(self.pos.step_in_epoch, self.pos.global_step, loss, lr, rate)
             every = cfg.checkpoint_every_steps
             if every and self.pos.global_step % every == 0 and self.pos.step_in_epoch < self.steps_per_epoch:
                 self._save_checkpoint()
-        bar.close()
+        self.progress.close_epoch()
 
     def _optimizer_step(self, batches) -> tuple[torch.Tensor, float]:
         """Forward/backward this process's ``accum`` micro-batches, then one optimiser step.
@@ -419,8 +440,8 @@ class Trainer:
         where = f"epoch {self.pos.epoch + 1}, optimiser step {self.pos.global_step + 1}"
         keep = (f"the last good checkpoint is {self.last_checkpoint.weights}" if self.last_checkpoint
                 else "no checkpoint had been written yet")
-        self.log.append({"type": "diverged", "epoch": self.pos.epoch, "step": self.pos.global_step + 1,
-                         "loss": loss})
+        self._record({"type": "diverged", "epoch": self.pos.epoch, "step": self.pos.global_step + 1,
+                      "loss": loss})
         if self.ctx.is_main:
             plot_curves(read_metrics(self.log.path), self.run_dir / "curves.png")
         raise TrainingDivergedError(
@@ -441,13 +462,11 @@ class Trainer:
             metrics = self.validate()
             record.update(val_top1=metrics["top1"], val_clip_top1=metrics["clip_top1"])
             self.val_top1 = metrics["top1"]
+            self.board.confusion("val/confusion", metrics["confusion"], self.class_names, self.pos.global_step)
         self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step)
         self.epoch_totals = torch.zeros(3, dtype=torch.float64)
-        self.log.append(record)
-        if self.ctx.is_main and not sys.stderr.isatty():
-            val = f", val top-1 {record['val_top1']:.1f}%" if "val_top1" in record else ""
-            print(f"epoch {record['epoch']}/{self.cfg.train.epochs}: train loss {record['train_loss']:.4f}, "
-                  f"train top-1 {record['train_top1']:.1f}%{val}", flush=True)
+        self._record(record)
+        self.progress.end_epoch(record)
         self._save_checkpoint()
 
     def validate(self) -> dict[str, Any]:
