@@ -29,14 +29,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from sct.analysis.report import update_doc_section
+from sct.config import load_config
+from sct.data.synthetic import DEFAULT_CLASSES, generate
+from sct.engine.evaluate import evaluate
+from sct.engine.train import train
 
-from sct.analysis.report import update_doc_section  # noqa: E402
-from sct.config import load_config  # noqa: E402
-from sct.data.synthetic import DEFAULT_CLASSES, generate  # noqa: E402
-from sct.engine.evaluate import evaluate  # noqa: E402
-from sct.engine.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # A ViT small enough for this machine: 64 wide, 4 layers, 4 heads, 8x8 patches (16 tokens at 32 px); like
 # sct_tiny it starts from the width-scaled xavier init (timm's std 0.02 leaves it at chance for long).
@@ -59,11 +58,15 @@ class Experiment:
 E = Experiment
 EXPERIMENTS = {e.key: e for e in [
     E("sct", "sct_tiny", {**TINY_SCT}, "SCT (shifted MSA, 1 layer, 1 frame; ViLT + LSH; clip encoder 1 layer)"),
+    E("sct_literal", "sct_tiny_literal", {**TINY_SCT},
+      "SCT, the paper's letter (ViLT + LSH + pooling in every block; heads width / heads)"),
     E("sct_space", "sct_tiny", {**TINY_SCT, "temporal_kind": "space"}, "space attention"),
     E("sct_time", "sct_tiny", {**TINY_SCT, "temporal_kind": "time"}, "time attention"),
     E("sct_concat", "sct_tiny", {**TINY_SCT, "temporal_kind": "space_time_concat"}, "space-time concat"),
     E("sct_shift_layers2", "sct_tiny", {**TINY_SCT, "temporal_depth": 2}, "2 shifted MSA layers, 1 frame"),
     E("sct_shift_frames2", "sct_tiny", {**TINY_SCT, "shift_frames": 2}, "1 shifted MSA layer, 2 frames"),
+    E("sct_causal", "sct_tiny", {**TINY_SCT, "shift_mode": "causal"},
+      "SCT with the causal shift (the first frame takes its own keys)"),
     E("sct_clip2", "sct_tiny", {**TINY_SCT, "clip_depth": 2}, "clip encoder 2 layers"),
     E("sct_clip4", "sct_tiny", {**TINY_SCT, "clip_depth": 4}, "clip encoder 4 layers"),
     E("sct_conv_local", "sct_tiny", {**TINY_SCT, "local_kind": "conv"}, "conv local blocks instead of ViLT"),
@@ -86,6 +89,9 @@ TABLES = {
                [("sct_space", "76.91 / 97.01 (0 layers)"), ("sct", "78.41 / 98.02"),
                 ("sct_shift_frames2", "77.02 / 97.15 (5 of 24 frames)"), ("sct_shift_layers2", "77.45 / 97.33")],
                "one shifted layer with one frame is best; 0 layers is worst"),
+    "causal": ("Cyclic vs causal shift (streaming: causal features are computed once per frame; no paper number)",
+               [("sct", "78.41 (cyclic, SCT-S K400)"), ("sct_causal", "-")],
+               "the paper trains the cyclic shift only"),
     "table8": ("SCT Table 8: clip encoder depth (SCT-S, K400 / UCF101 top-1)",
                [("sct_clip2", "76.32 / 97.35"), ("sct_clip4", "78.41 / 98.02")],
                "4 layers beat 2"),
@@ -96,6 +102,9 @@ TABLES = {
                [("sct", "78.41 / 98.02"), ("sct_dense_global", "not reported"),
                 ("sct_no_global", "76.2 / 96.5")],
                "removing LSH costs 2.2 points; dense attention is not reported"),
+    "literal": ("Our reading of SCT's blocks vs the paper's letter (docs/architecture.md, reading 1)",
+                [("sct", "78.41 (SCT-S, one reading)"), ("sct_literal", "78.41 (SCT-S, one reading)")],
+                "one SCT-S; the text does not settle which structure it is"),
     "xvit": ("X-ViT supplementary Table 2: {TSM-ViT, X-ViT} x {average, temporal attention} (ViT-B/16, SSv2 top-1)",
              [("tsm_avg", "60.8"), ("tsm_ta", "not legible in our copy"), ("xvit_avg", "not legible in our copy"),
               ("xvit_ta", "63.3 (main paper, rho = 25%)")],

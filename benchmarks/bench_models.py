@@ -23,11 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from sct.analysis.bench import BenchSettings, format_report, run_bench
+from sct.analysis.report import markdown_table, update_doc_section
 
-from sct.analysis.bench import BenchSettings, format_report, run_bench  # noqa: E402
-from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = ["sct_s", "sct_m", "sct_l", "xvit_b16", "tsm_vit_b16", "timesformer_b16",
           "hf:timesformer", "hf:vivit", "hf:videomae"]

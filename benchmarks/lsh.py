@@ -34,12 +34,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from sct.analysis.hardware import describe_machine
+from sct.analysis.report import markdown_table, update_doc_section
+from sct.models.attention.lsh import default_n_buckets, lsh_attention, random_rotations
 
-from sct.analysis.hardware import describe_machine  # noqa: E402
-from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
-from sct.models.attention.lsh import default_n_buckets, lsh_attention, random_rotations  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 HEADS, DIM_HEAD, N_HASHES, CHUNK = 4, 64, 2, 64
 TABLE_LENGTHS = [1024, 3136, 4096, 12544, 16384]

@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sct
-from sct.analysis.flops import _custom_mapping, count_params
+from sct.analysis.flops import count_params, sdpa_flop_mapping
 from sct.analysis.hardware import describe_machine, matmul_gflops
 from sct.analysis.report import markdown_table, update_doc_section
 
@@ -67,7 +67,7 @@ def count(name: str, frames: int, size: int, **overrides) -> tuple[int, int, int
     with torch.device("meta"):
         model = sct.create_model(name, num_frames=frames, img_size=size, **overrides).eval()
         x = torch.empty(1, 3, frames, size, size)
-    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=sdpa_flop_mapping())
     with counter, torch.no_grad():
         model(x)
     counts = counter.get_flop_counts()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -31,13 +30,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from sct.analysis.hardware import describe_machine
+from sct.analysis.report import markdown_table, update_doc_section
+from sct.data.datasets import DataConfig, build_dataset, collate
+from sct.data.synthetic import generate
 
-from sct.analysis.hardware import describe_machine  # noqa: E402
-from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
-from sct.data.datasets import DataConfig, build_dataset, collate  # noqa: E402
-from sct.data.synthetic import generate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = ("move_right", "move_left", "move_down", "move_up", "grow", "shrink", "fade_in", "fade_out")
 CLIP_FRAMES = 8

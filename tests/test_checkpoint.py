@@ -39,7 +39,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 def test_atomic_write_goes_through_a_temp_file_and_rename(tmp_path, monkeypatch):
     seen = []
     real_replace = os.replace
-    monkeypatch.setattr(ckpt.os, "replace", lambda src, dst: (seen.append((src, dst)), real_replace(src, dst)))
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append((src, dst)), real_replace(src, dst)))
     ckpt.atomic_write(tmp_path / "x", lambda f: f.write(b"1"))
     (src, dst), = seen
     assert str(src).startswith(str(tmp_path / ".x.tmp")) and dst == tmp_path / "x"

@@ -77,3 +77,25 @@ def test_layer_decay_scales_the_rate_from_the_head_down_to_the_embedding():
     assert lr_of[id(params["patch_embed.proj.weight"])] == 0.125
     plain = build_optimizer(model, OptimConfig(name="adamw", lr=1.0))
     assert len(plain.param_groups) == 2
+
+
+def test_layer_decay_keeps_the_models_own_no_weight_decay():
+    from sct.engine.optim import parameter_groups
+
+    class Declares(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
+            self.table = torch.nn.Parameter(torch.zeros(4, 4))  # a 2-D name no guess would catch
+
+        def no_weight_decay(self) -> set[str]:
+            return {"table"}
+
+    model = Declares()
+    groups = parameter_groups(model, OptimConfig(weight_decay=0.05, layer_decay=0.5))
+    wd = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert wd[id(model.table)] == 0.0 and wd[id(model.blocks[0].bias)] == 0.0
+    assert wd[id(model.blocks[0].weight)] == 0.05 == wd[id(model.blocks[1].weight)]
+    assert scale[id(model.blocks[0].weight)] == 0.25 and scale[id(model.blocks[1].weight)] == 0.5
+    assert scale[id(model.table)] == 1.0

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import sct
-from sct.analysis.visualize import _sct_relevance, attention_maps, stored_attention
+from sct.analysis.visualize import attention_maps, stored_attention
 from sct.cli import main as cli_main
 from sct.config import dump_config, load_config
 from sct.data.synthetic import write_video
@@ -67,7 +67,7 @@ def test_sct_rollout_follows_frame_weights_shift_and_pooling(residual, reading, 
     shifted = model.blocks[-1].temporal[0].attn.last_attention  # (1, T, H, 1 + 4, 1 + 4)
     shifted[0, 2, :, 0] = 0.0
     shifted[0, 2, :, 0, 2] = 1.0  # token 2 = patch (0, 1) of the 2x2 grid
-    relevance, weights = _sct_relevance(model, 4, (32, 32), reading)
+    relevance, weights = model.relevance(4, (32, 32), reading)
     torch.testing.assert_close(weights, torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=torch.float64))
     expected = torch.zeros(4, 8, 8, dtype=torch.float64)
     for frame, value in expected_frames.items():
@@ -108,8 +108,6 @@ def test_vit_family_maps(name, overrides):
 def test_xvit_mixing_spreads_relevance_to_neighbour_frames_and_space_attention_does_not():
     """One layer, identity attention except frame 2's CLS row reading patch 1: X-ViT's mixed values bring
     in frames 1 and 3 (1/8 of the channels each); the plain per-frame ViT keeps everything on frame 2."""
-    from sct.analysis.visualize import _vit_relevance
-
     def relevance(name):
         torch.manual_seed(0)
         model = sct.create_model(name, num_classes=3, num_frames=4, img_size=32,
@@ -123,7 +121,7 @@ def test_xvit_mixing_spreads_relevance_to_neighbour_frames_and_space_attention_d
         last = model.encoder.blocks[-1].attn.last_attention
         last[0, 2, :, 0] = 0.0
         last[0, 2, :, 0, 1] = 1.0
-        return _vit_relevance(model, 4, "keys")[0]
+        return model.relevance(4, (32, 32), "keys")[0]
 
     mixed, plain = relevance("xvit_b16"), relevance("vit_b16_frames")
     assert plain[2].sum() > 0 and plain[[0, 1, 3]].sum() == 0

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sct
-from sct.analysis.flops import _custom_mapping, count_params
+from sct.analysis.flops import count_params, sdpa_flop_mapping
 from sct.errors import ConfigError
 from sct.models.weights import load_image_weights, save_weights
 
@@ -93,7 +93,7 @@ def paper_size_counts(name: str, frames: int) -> tuple[int, int, int]:
     with torch.device("meta"):
         model = sct.create_model(name, num_frames=frames).eval()
         x = torch.empty(1, 3, frames, 224, 224)
-    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=sdpa_flop_mapping())
     with counter, torch.no_grad():
         model(x)
     encoder = next(ops for module, ops in counter.get_flop_counts().items() if module.endswith(".encoder"))

@@ -19,7 +19,9 @@ from typing import Any
 
 import yaml
 
-from sct.data.datasets import DataConfig
+from sct.data.annotations import FORMATS
+from sct.data.images import IMAGE_FORMATS, TEN_CROP
+from sct.data.sampling import SAMPLINGS, SHORT_VIDEO_MODES, ClipSampler, SegmentSampler, build_sampler
 from sct.errors import ConfigError
 from sct.models.registry import default_config
 
@@ -37,6 +39,149 @@ def parse_views(views: str, key: str = "views") -> tuple[int, int]:
     if not match or min(int(match[1]), int(match[2])) < 1:
         raise ConfigError(f"{key} must look like TxS with T, S >= 1 (e.g. 4x3), got {views!r}")
     return int(match[1]), int(match[2])
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data is and how clips are made. Every field has a default.
+
+    Annotation paths (``train``/``val``/``test``/``classes``/``frames_dir``) are relative to ``root`` unless
+    absolute; video paths inside annotations are relative to ``root``. For ``ucf101``/``hmdb51`` the split
+    fields name the split-file directory and ``split`` picks split 1, 2 or 3.
+    """
+
+    root: str = "."
+    format: str = "auto"
+    train: str = "train.csv"
+    val: str = "val.csv"
+    test: str = "test.csv"
+    split: int = 1
+    classes: str | None = None
+    video_ext: str | None = None
+    frames_dir: str | None = None
+    frames_fps: float = 30.0
+    # "clip": num_frames at sampling_rate / target_fps from one start; "segment": one frame from each of
+    # num_frames equal parts of the whole video (sampling_rate, target_fps and short_video then unused).
+    sampling: str = "clip"
+    num_frames: int = 16
+    sampling_rate: int = 4
+    target_fps: float | None = None
+    short_video: str = "loop"
+    crop_size: int = 224
+    train_crop: str = "jitter"
+    train_short_side: tuple[int, int] | None = None
+    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    test_short_side: int | None = None
+    flip: bool = True
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_temporal_views: int = 1
+    num_spatial_crops: int = 1
+    max_bad_fraction: float = 0.05
+    max_replacements: int = 10
+    seed: int = 0
+    decode_threads: str = "AUTO"
+    cache_mb: int = 0
+    # Image data (data.format imagefolder / image_csv / image_list / shards; see sct.data.images).
+    randaugment: tuple[int, float] | None = None
+    random_erasing: float = 0.0
+    jpeg_draft: bool = True
+    shuffle_buffer: int = 2000
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        def bad(field: str, why: str) -> ConfigError:
+            return ConfigError(f"data.{field}: {why} (got {getattr(self, field)!r})")
+
+        if self.format != "auto" and self.format not in FORMATS + IMAGE_FORMATS:
+            raise bad("format", f"must be auto or one of {', '.join(FORMATS + IMAGE_FORMATS)}")
+        for field in ("num_frames", "sampling_rate", "crop_size", "num_temporal_views", "split", "max_replacements",
+                      "cache_mb"):
+            value = getattr(self, field)
+            least = 0 if field in ("max_replacements", "cache_mb") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise bad(field, "must be a positive integer" if least else "must be an integer >= 0")
+        if self.target_fps is not None and not self.target_fps > 0:
+            raise bad("target_fps", "must be > 0 or null")
+        if not self.frames_fps > 0:
+            raise bad("frames_fps", "must be > 0")
+        if self.sampling not in SAMPLINGS:
+            raise bad("sampling", f"must be one of {SAMPLINGS}")
+        if self.short_video not in SHORT_VIDEO_MODES:
+            raise bad("short_video", f"must be one of {SHORT_VIDEO_MODES}")
+        if self.train_crop not in ("jitter", "resized"):
+            raise bad("train_crop", "must be 'jitter' (scale jitter + random crop) or 'resized' (random resized crop)")
+        if self.num_spatial_crops not in (1, 3) and not (self.is_image and self.num_spatial_crops == TEN_CROP):
+            raise bad("num_spatial_crops", "must be 1 (centre) or 3 (covering the long side)"
+                      + (", or 10 for images (corners and centre, mirrored)" if self.is_image else ""))
+        if self.randaugment is not None:
+            n, m = _pair(self, "randaugment")
+            if not (isinstance(n, int) and n >= 1 and 0 <= m <= 10):
+                raise bad("randaugment", "must be [n, m]: n >= 1 operations at magnitude 0 <= m <= 10, or null")
+            self.randaugment = (n, float(m))
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise bad("random_erasing", "must be a probability in [0, 1]")
+        if not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 1:
+            raise bad("shuffle_buffer", "must be a positive integer")
+        if self.train_short_side is not None:
+            lo, hi = _pair(self, "train_short_side")
+            if not 0 < lo <= hi:
+                raise bad("train_short_side", "must be [min, max] with 0 < min <= max")
+            self.train_short_side = (int(lo), int(hi))
+        if self.test_short_side is not None and self.test_short_side < 1:
+            raise bad("test_short_side", "must be a positive integer or null")
+        for field in ("rrc_scale", "rrc_ratio"):
+            lo, hi = _pair(self, field)
+            if not 0 < lo <= hi:
+                raise bad(field, "must be [min, max] with 0 < min <= max")
+            setattr(self, field, (float(lo), float(hi)))
+        for field in ("mean", "std"):
+            value = getattr(self, field)
+            if len(value) != 3 or (field == "std" and min(value) <= 0):
+                raise bad(field, "must be 3 numbers (RGB)" + (", all > 0" if field == "std" else ""))
+            setattr(self, field, tuple(float(v) for v in value))
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise bad("max_bad_fraction", "must be in [0, 1]")
+        if self.decode_threads not in ("AUTO", "FRAME", "SLICE", "NONE"):
+            raise bad("decode_threads", "must be AUTO, FRAME, SLICE or NONE")
+
+    @property
+    def is_image(self) -> bool:
+        """Images (one frame per item, ``(3, H, W)``) rather than clips."""
+        return self.format in IMAGE_FORMATS
+
+    @property
+    def views(self) -> int:
+        """Test items per video: temporal views x spatial crops."""
+        return self.num_temporal_views * self.num_spatial_crops
+
+    def short_side_range(self) -> tuple[int, int]:
+        """Train scale-jitter range; default ``crop * (8/7, 10/7)`` = (256, 320) for a 224 crop."""
+        if self.train_short_side is not None:
+            return self.train_short_side
+        return round(self.crop_size * 8 / 7), round(self.crop_size * 10 / 7)
+
+    def test_side(self) -> int:
+        """Test short side; default the crop size (the crop then spans the short side)."""
+        return self.test_short_side or self.crop_size
+
+    def sampler(self) -> ClipSampler | SegmentSampler:
+        return build_sampler(self.sampling, self.num_frames, self.sampling_rate, self.target_fps, self.short_video)
+
+
+def _pair(cfg: DataConfig, field: str) -> tuple[float, float]:
+    value = getattr(cfg, field)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"data.{field}: must be a pair [min, max] (got {value!r})")
+    return value[0], value[1]
 
 
 @dataclasses.dataclass
@@ -257,6 +402,8 @@ def _model_config(raw: Mapping[str, Any]) -> ModelConfig:
 def coerce_model_fields(name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``fields`` against model ``name``'s config dataclass (lists become tuples where declared)."""
     model_defaults = default_config(name)
+    if hasattr(model_defaults, "named_fields"):  # named spellings of tuple entries (SCT's per-component heads)
+        fields = model_defaults.named_fields(fields)
     hints = typing.get_type_hints(type(model_defaults))
     known = [f.name for f in dataclasses.fields(model_defaults)]
     checked = {}

@@ -30,3 +30,7 @@ class ImageDecodeError(VideoDecodeError):
 
     A ``VideoDecodeError`` so that the bad-file policy treats images as it treats videos.
     """
+
+
+class ExportError(SCTError):
+    """A model cannot be exported faithfully, or an exported file is unusable (names the model or file)."""

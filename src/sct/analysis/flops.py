@@ -32,7 +32,7 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     return 2 * b * n_q * n_k * (d + d_v)
 
 
-def _custom_mapping() -> dict:
+def sdpa_flop_mapping() -> dict:
     mapping = {}
     for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable"):
         op = getattr(aten, name, None)
@@ -54,7 +54,7 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor, depth: int = 1) -> tuple
     """
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False, depth=depth, custom_mapping=_custom_mapping())
+    counter = FlopCounterMode(display=False, depth=depth, custom_mapping=sdpa_flop_mapping())
     with counter:
         model(*inputs)
     model.train(was_training)
@@ -62,6 +62,33 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor, depth: int = 1) -> tuple
     for name, ops in counter.get_flop_counts().items():
         per_module[name] = sum(ops.values()) // 2
     return counter.get_total_flops() // 2, dict(per_module)
+
+
+def component_split(model: nn.Module, clip: torch.Tensor, components: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """``{component: (params, MACs)}`` of one forward pass on ``clip``.
+
+    ``components`` maps a submodule or parameter name (one dotted part, e.g. ``"local"``) to a component
+    label; each parameter and each module's MACs go to the first part of their name found there, and what
+    no part names goes to ``"other"``.
+    """
+    def component(name: str) -> str | None:
+        return next((components[part] for part in name.split(".") if part in components), None)
+
+    split: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for name, param in model.named_parameters():
+        split[component(name) or "other"][0] += param.numel()
+    total, per_module = count_macs(model, clip, depth=8)
+    root = type(model).__name__
+    named = {name.removeprefix(f"{root}."): macs for name, macs in per_module.items() if name != "Global"}
+    counted = 0
+    for name, macs in named.items():
+        label = component(name)
+        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        if label is not None and not any(p in named and component(p) is not None for p in parents):
+            split[label][1] += macs
+            counted += macs
+    split["other"][1] += total - counted
+    return {label: (params, macs) for label, (params, macs) in split.items() if params or macs}
 
 
 def parse_views(text: str) -> tuple[int, int]:

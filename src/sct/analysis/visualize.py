@@ -1,7 +1,8 @@
 """``sct visualize``: attention-rollout heat maps over the frames of a clip (SCT paper, Fig. 4).
 
-The model runs once on one test view of the video with every attention module keeping its weights;
-the relevance of the prediction is then carried backwards (``sct.analysis.rollout``):
+The model runs once on one test view of the video with every attention module keeping its weights
+(``sct.models.attention.recorder``); the relevance of the prediction is then carried backwards by the
+model's ``relevance`` method, each attention module applying its own step of ``sct.models.attention.rollout``:
 
 - SCT: clip encoder -> frame weights -> per block, in reverse: temporal layers (shifted MSA and the
   other temporal kinds), linear pooling, the global layer (LSH / dense, frame [CLS] included), ViLT
@@ -17,231 +18,41 @@ optionally a GIF.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sct.analysis import rollout as ro
-from sct.errors import ConfigError, SCTError, VideoDecodeError
+from sct.errors import ConfigError, VideoDecodeError
+from sct.models.attention.recorder import recording
+from sct.models.attention.rollout import heatmaps
+from sct.models.attention.shifted import READINGS
 
-SHIFTED_READINGS = ("keys", "values")
-
-
-@contextlib.contextmanager
-def stored_attention(model: nn.Module) -> Iterator[None]:
-    """Switch ``store_attention`` on for every attention module of ``model`` for the duration of the block."""
-    modules = [m for m in model.modules() if hasattr(m, "store_attention")]
-    before = [m.store_attention for m in modules]
-    for m in modules:
-        m.store_attention = True
-    try:
-        yield
-    finally:
-        for m, flag in zip(modules, before):
-            m.store_attention = flag
-
-
-def _weights(module: nn.Module, attr: str = "last_attention", batched: bool = True) -> torch.Tensor:
-    """The weights ``module`` stored in its last call; ``batched``: drop the batch dim of the single clip.
-
-    Modules that fold frames (or chunks) into the batch (ViLT, the frame-level LSH/dense layers) are
-    read with ``batched=False``: their leading dim is already frames (x chunks) of the one clip.
-    """
-    weights = getattr(module, attr)
-    if weights is None:
-        raise SCTError(f"{type(module).__name__} kept no attention weights (was the model run with them stored?)")
-    return weights[0] if batched else weights
-
-
-# ----------------------------------------------------------------------------- SCT
-
-
-def _sct_grids(model: nn.Module, size: tuple[int, int]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """Per block: the token grid before and after its pooling, for a frame of ``size``."""
-    c = model.config
-    g = (-(-size[0] // c.patch_size), -(-size[1] // c.patch_size))
-    grids = []
-    for block in model.blocks:
-        after = (-(-g[0] // 2), -(-g[1] // 2)) if block.pool is not None else g
-        grids.append((g, after))
-        g = after
-    return grids
-
-
-def _vilt_step(vilt: nn.Module, r: torch.Tensor) -> torch.Tensor:
-    """Relevance ``(T, G_h, G_w)`` back through the ViLT layers (chunk attention on the padded grid)."""
-    from sct.models.attention.chunk import chunk_grid
-
-    frames, g_h, g_w = r.shape
-    m, n = vilt.chunk
-    rows, cols = chunk_grid((g_h, g_w), vilt.chunk)
-    padded = F.pad(r, (0, cols * n - g_w, 0, rows * m - g_h))
-    for layer in reversed(vilt.layers):
-        attn = _weights(layer.attn, batched=False)
-        attn = attn.reshape(frames, rows, cols, *attn.shape[1:])
-        padded = ro.chunk_step(padded, attn, (m, n))
-    return padded[:, :g_h, :g_w]
-
-
-def _image_step(part: nn.Module, r_cls: torch.Tensor | None, r: torch.Tensor):
-    """Back through a block's local or global part: ``GridLayers`` (ViLT / conv) or ``FrameAttention``."""
-    from sct.models.attention.chunk import ViLT
-    from sct.models.image_layers import FrameAttention
-
-    if isinstance(part, FrameAttention):
-        frames, g_h, g_w = r.shape
-        tokens = r.reshape(frames, g_h * g_w)
-        if r_cls is not None:
-            tokens = torch.cat([r_cls[:, None], tokens], dim=1)
-        for layer in reversed(part.layers):
-            tokens = ro.dense_step(tokens, _weights(layer.attn, batched=False),
-                                   ro.RESIDUAL if layer.residual else 0.0)
-        if r_cls is not None:
-            r_cls, tokens = tokens[:, 0], tokens[:, 1:]
-        return r_cls, tokens.reshape(frames, g_h, g_w)
-    if isinstance(part.layers, ViLT):
-        return r_cls, _vilt_step(part.layers, r)
-    return r_cls, r  # convolutions: no attention to roll out
-
-
-def _temporal_step(layer: nn.Module, r: torch.Tensor, shifted_reading: str) -> torch.Tensor:
-    """Relevance ``(T, N)`` back through one temporal layer of any ``temporal_kind``."""
-    from sct.models.attention.dense import MultiHeadAttention
-    from sct.models.attention.shifted import ShiftedMSA, SpaceTimeConcat, TimeMSA
-
-    residual = ro.RESIDUAL if layer.residual else 0.0
-
-    def step(attn_module: nn.Module, r: torch.Tensor) -> torch.Tensor:
-        if isinstance(attn_module, ShiftedMSA):
-            # Keys of frame t come from frame t - s; "keys" lets relevance follow them (the spec's reading),
-            # "values" keeps it on frame t, whose values the weights actually mix (Eq. 6).
-            offsets = {-attn_module.shift: 1.0} if shifted_reading == "keys" else {0: 1.0}
-            return ro.temporal_step(r, _weights(attn_module), offsets, cyclic=True, residual=residual)
-        if isinstance(attn_module, TimeMSA):
-            return ro.time_step(r, _weights(attn_module), _weights(attn_module, "last_cls_attention"), residual)
-        if isinstance(attn_module, SpaceTimeConcat):
-            # Concatenated halves projected back: each half carries half of the relevance.
-            return 0.5 * step(attn_module.space, r) + 0.5 * step(attn_module.time, r)
-        if isinstance(attn_module, MultiHeadAttention):
-            return ro.temporal_step(r, _weights(attn_module), {0: 1.0}, cyclic=False, residual=residual)
-        raise SCTError(f"no rollout rule for temporal attention {type(attn_module).__name__}")
-
-    return step(layer.attn, r)
-
-
-def _sct_relevance(model: nn.Module, frames: int, size: tuple[int, int], shifted_reading: str):
-    """``(relevance (T, G_h, G_w) at patch level, frame weights (T,))`` from an SCT forward pass."""
-    clip_layers = list(model.clip_encoder.layers)
-    weights = (ro.frame_weights([_weights(layer.attn) for layer in clip_layers]) if clip_layers
-               else torch.full((frames,), 1.0 / frames, dtype=torch.float64))
-    grids = _sct_grids(model, size)
-    r_cls = weights.clone()
-    r = torch.zeros(frames, *grids[-1][1], dtype=torch.float64)
-    for block, (before, after) in zip(reversed(model.blocks), reversed(grids)):
-        tokens = torch.cat([r_cls[:, None], r.reshape(frames, -1)], dim=1)
-        for layer in reversed(block.temporal):
-            tokens = _temporal_step(layer, tokens, shifted_reading)
-        r_cls, r = tokens[:, 0], tokens[:, 1:].reshape(frames, *after)
-        if block.cls_token is not None:
-            r_cls = None  # the [CLS] starts here as a learnt token: its relevance leaves the input
-        if block.pool is not None:
-            r = ro.pool_step(r)[:, : before[0], : before[1]]
-        for part in (block.global_, block.local):
-            if part is not None:
-                r_cls, r = _image_step(part, r_cls, r)
-    return r, weights
-
-
-# ----------------------------------------------------------------------------- ViT family
-
-
-def _shift_offsets(n_div: int) -> dict[int, float]:
-    """Frame offsets of a channel shift with 1/n_div of the channels from t+1 and from t-1."""
-    if n_div == 0:
-        return {0: 1.0}
-    return {1: 1.0 / n_div, -1: 1.0 / n_div, 0: 1.0 - 2.0 / n_div}
-
-
-def _encoder_step(encoder: nn.Module, r: torch.Tensor) -> torch.Tensor:
-    """Relevance ``(T, 1 + S)`` back through a ``ViTEncoder``'s blocks (any ``temporal`` kind)."""
-    from sct.models.attention.divided import DividedSpaceTimeAttention
-    from sct.models.attention.mixing import SpaceTimeMixingAttention
-
-    for block in reversed(encoder.blocks):
-        attn = block.attn
-        if isinstance(attn, SpaceTimeMixingAttention):
-            if attn.summary_token:
-                raise ConfigError("visualize: rollout through X-ViT summary tokens is not supported")
-            r = ro.temporal_step(r, _weights(attn), _shift_offsets(attn.n_div), cyclic=False)
-        elif isinstance(attn, DividedSpaceTimeAttention):
-            # One clip [CLS] stored as T copies: relevance on it is shared evenly by the copies.
-            r[:, 0] = r[:, 0].mean()
-            r = ro.temporal_step(r, _weights(attn), {0: 1.0}, cyclic=False)
-            r[:, 0] = r[:, 0].mean()
-            r[:, 1:] = ro.dense_step(r[:, 1:].T, _weights(attn, "last_temporal_attention")).T
-        else:
-            r = ro.temporal_step(r, _weights(attn), {0: 1.0}, cyclic=False)
-        if encoder.temporal == "tsm":
-            r = ro.shift_step(r, _shift_offsets(encoder.shift.n_div))
-    return r
-
-
-def _vit_relevance(model: nn.Module, frames: int, shifted_reading: str):
-    """``(relevance (T, g, g), frame weights (T,))`` from a ``VideoViT`` or ``ViTSCT`` forward pass."""
-    from sct.models.heads import TemporalAttentionAggregation
-    from sct.models.vit_video import ViTSCT
-
-    encoder = model.encoder
-    if isinstance(model, ViTSCT):
-        clip_layers = list(model.clip_encoder.layers)
-        weights = ro.frame_weights([_weights(layer.attn) for layer in clip_layers]) if clip_layers else None
-    elif isinstance(model.head, TemporalAttentionAggregation):
-        weights = ro.frame_weights([_weights(model.head.layer.attn)])
-    else:
-        weights = None
-    if weights is None:
-        weights = torch.full((frames,), 1.0 / frames, dtype=torch.float64)
-    n_tokens = encoder.pos_embed.shape[1]
-    r = torch.zeros(frames, n_tokens, dtype=torch.float64)
-    r[:, 0] = weights
-    for layer in reversed(getattr(model, "temporal", [])):
-        r = _temporal_step(layer, r, shifted_reading)
-    r = _encoder_step(encoder, r)
-    grid = int(round((n_tokens - 1) ** 0.5))
-    return r[:, 1:].reshape(frames, grid, grid), weights
-
-
-# ----------------------------------------------------------------------------- model-level entry point
+SHIFTED_READINGS = READINGS
+# The recorder's context manager under its earlier name.
+stored_attention = recording
 
 
 @torch.no_grad()
 def attention_maps(model: nn.Module, clip: torch.Tensor, shifted_reading: str = "keys"):
     """Rollout heat maps of ``model`` on one clip ``(3, T, H, W)`` (normalised).
 
-    Returns ``(maps (T, H, W) in [0, 1] normalised over the clip, frame weights (T,), logits (classes,))``.
+    The model records its attention (``recording``) and rolls relevance back with its own ``relevance``
+    method, each attention module by its own rule. Returns ``(maps (T, H, W) in [0, 1] normalised over the
+    clip, frame weights (T,), logits (classes,))``.
     """
-    from sct.models.sct import SCT
-    from sct.models.vit_video import VideoViT, ViTSCT
-
     if shifted_reading not in SHIFTED_READINGS:
         raise ConfigError(f"--shifted-relevance must be one of {SHIFTED_READINGS}, got {shifted_reading!r}")
+    if not hasattr(model, "relevance"):
+        raise ConfigError(f"visualize needs a model with attention rollout (relevance), not {type(model).__name__}")
     model.eval()
     frames, size = clip.shape[1], tuple(clip.shape[2:])
-    with stored_attention(model):
+    with recording(model):
         logits = model(clip[None])[0]
-        if isinstance(model, SCT):
-            relevance, weights = _sct_relevance(model, frames, size, shifted_reading)
-        elif isinstance(model, (VideoViT, ViTSCT)):
-            relevance, weights = _vit_relevance(model, frames, shifted_reading)
-        else:
-            raise ConfigError(f"visualize supports SCT and the ViT video models, not {type(model).__name__}")
-    return ro.heatmaps(relevance, size), weights, logits
+        relevance, weights = model.relevance(frames, size, shifted_reading)
+    return heatmaps(relevance, size), weights, logits
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -313,7 +124,7 @@ def render_gif(frames: np.ndarray, maps: np.ndarray, weights: np.ndarray, path: 
 
 def _load(args: argparse.Namespace):
     """``(model, data config, class names, label)`` from ``--checkpoint`` or a randomly initialised ``--model``."""
-    from sct.data.datasets import DataConfig
+    from sct.config import DataConfig
 
     if args.checkpoint:
         from sct.engine.checkpoint import model_from_checkpoint

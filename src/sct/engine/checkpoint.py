@@ -17,50 +17,22 @@ SIGKILL) leaves either the old complete checkpoint or the new one, never a torn 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from sct.config import coerce_model_fields
 from sct.errors import CheckpointError
+from sct.models import weights as weights_io
 from sct.models.registry import create_model
+from sct.models.weights import atomic_write, load_weights
 
 FORMAT = "sct-checkpoint-1"
 _NAME = re.compile(r"^step_(\d+)\.state\.pt$")
-
-
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a temp file, fsync it, rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def model_metadata(model: nn.Module, model_name: str, class_names: list[str], run_config: str) -> dict[str, str]:
@@ -75,25 +47,8 @@ def model_metadata(model: nn.Module, model_name: str, class_names: list[str], ru
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Atomically write ``state_dict`` (+ ``metadata``) as safetensors."""
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    blob = save_safetensors_bytes(tensors, metadata=metadata)
-    atomic_write(path, lambda f: f.write(blob))
-
-
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(state_dict, metadata)`` of a safetensors file; ``CheckpointError`` names the path on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    data = path.read_bytes()
-    try:
-        tensors = load_safetensors_bytes(data)
-        header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {err}") from None
-    return tensors, metadata
+    """Deprecated argument order, kept for callers: ``sct.models.weights.save_weights(state_dict, path, metadata)``."""
+    weights_io.save_weights(state_dict, path, metadata)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -159,9 +114,9 @@ class CheckpointPaths:
 def save_checkpoint(paths: CheckpointPaths, *, weights: dict[str, torch.Tensor], metadata: dict[str, str],
                     state: dict[str, Any], ema: dict[str, torch.Tensor] | None = None) -> None:
     """Write weights, then EMA weights, then the state file that marks the checkpoint complete."""
-    save_weights(paths.weights, weights, metadata)
+    weights_io.save_weights(weights, paths.weights, metadata)
     if ema is not None:
-        save_weights(paths.ema, ema, metadata)
+        weights_io.save_weights(ema, paths.ema, metadata)
     save_state(paths.state, state)
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import yaml
 
-from sct.analysis.flops import count_params
 from sct.config import apply_override, config_from_dict
 from sct.data.synthetic import generate
 from sct.engine.checkpoint import atomic_write, model_from_checkpoint
@@ -80,7 +79,7 @@ def demo(config: str | Path = DEFAULT_CONFIG, output: str | Path = "runs/demo",
         "data": str(data_root),
         "classes": len((run_dir / "labels.txt").read_text().split()),
         "model": cfg.model.name,
-        "parameters": count_params(model),
+        "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": cfg.train.epochs,
         "views": result["views"],
         "top1": result["top1"],

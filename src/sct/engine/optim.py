@@ -10,8 +10,7 @@ from torch import nn
 
 from sct.config import OptimConfig
 
-# Parameters that are not decayed unless ``decay_norm_and_bias`` is set: 1-D tensors (biases, norm
-# scales) and learned tokens/embeddings, which regularise badly under weight decay.
+# For models that do not declare ``no_weight_decay()``: learned tokens and embeddings guessed by name.
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "position", "token")
 
 
@@ -28,23 +27,37 @@ def layer_id(name: str, num_layers: int) -> int:
     return 0 if _EMBEDDING.search(name) and not name.startswith("clip_encoder.") else num_layers + 1
 
 
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names of the parameters ``model`` keeps out of weight decay: 1-D tensors (biases, norm scales) and
+    the tokens and embeddings the model declares with ``no_weight_decay()`` (as timm's models do)."""
+    names = {name for name, param in model.named_parameters() if param.ndim <= 1}
+    if hasattr(model, "no_weight_decay"):
+        return names | set(model.no_weight_decay())
+    return names | {name for name, _ in model.named_parameters() if any(key in name for key in _NO_DECAY_NAMES)}
+
+
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Split trainable parameters into decayed and non-decayed groups, per layer when ``cfg.layer_decay``
-    is set (BEiT's fine-tuning rule: the lr of layer ``l`` of ``L`` is scaled by ``layer_decay ** (L + 1 - l)``,
-    so the head keeps the full rate and the pretrained embedding the smallest). Each group's ``lr_scale``
-    multiplies the schedule's rate."""
+    """Split trainable parameters into decayed and non-decayed groups (see :func:`no_decay_names`), per layer
+    when ``cfg.layer_decay`` is set (BEiT's fine-tuning rule: the lr of layer ``l`` of ``L`` is scaled by
+    ``layer_decay ** (L + 1 - l)``, so the head keeps the full rate and the pretrained embedding the smallest).
+    Each group's ``lr_scale`` multiplies the schedule's rate. Without layer decay the decayed group comes
+    first (possibly empty), then the non-decayed one if it has parameters."""
+    skip = set() if cfg.decay_norm_and_bias else no_decay_names(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     num_layers = max((int(m[2]) + 1 for n, _ in named if (m := _BLOCK.search(n))), default=0)
     groups: dict[tuple[bool, int], dict] = {}
-    for name, param in named:
-        skip = param.ndim <= 1 or any(key in name for key in _NO_DECAY_NAMES)
-        decayed = not skip or cfg.decay_norm_and_bias
-        layer = layer_id(name, num_layers) if cfg.layer_decay is not None else 0
-        group = groups.setdefault((decayed, layer), {
+
+    def group(decayed: bool, layer: int) -> dict:
+        return groups.setdefault((decayed, layer), {
             "params": [], "weight_decay": cfg.weight_decay if decayed else 0.0,
             "lr_scale": cfg.layer_decay ** (num_layers + 1 - layer) if cfg.layer_decay is not None else 1.0,
         })
-        group["params"].append(param)
+
+    if cfg.layer_decay is None:
+        group(True, 0)
+    for name, param in named:
+        layer = layer_id(name, num_layers) if cfg.layer_decay is not None else 0
+        group(name not in skip, layer)["params"].append(param)
     return [groups[key] for key in sorted(groups, key=lambda k: (not k[0], k[1]))]
 
 

@@ -3,6 +3,8 @@
 Videos of any length and resolution go through the checkpoint's own test-time pipeline (its clip
 sampling, resizing and crops), with the run's multi-view setting unless ``--views`` says otherwise.
 A checkpoint trained on images (``sct_*_image``) takes image files instead (``--views 1x10``: 10 crops).
+``--runtime onnxruntime --model model.onnx`` runs a file written by ``sct export`` instead: the same
+decoding and views (read from the file's metadata), the same output.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from sct.engine.checkpoint import model_from_checkpoint
 from sct.engine.evaluate import checkpoint_run_config, infer_scores
 from sct.errors import SCTError, VideoDecodeError
 
+RUNTIMES = ("pytorch", "onnxruntime")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (image files for an image model)")
-    parser.add_argument("--checkpoint", required=True, help="weights written by sct train (.safetensors)")
+    parser.add_argument("--checkpoint", help="weights written by sct train (.safetensors); the pytorch runtime")
+    parser.add_argument("--runtime", default="pytorch", choices=RUNTIMES, help="what runs the model (default pytorch)")
+    parser.add_argument("--model", help="with --runtime onnxruntime: a file written by sct export (.onnx)")
     parser.add_argument("--topk", type=int, default=5, help="labels to list per video (default 5)")
     parser.add_argument("--views", help="temporal views x spatial crops, e.g. 4x3 (default: the run's eval.views)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -38,32 +44,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     results = predict(args.videos, args.checkpoint, topk=args.topk, views=args.views, batch_size=args.batch_size,
-                      device=args.device, use_ema=not args.no_ema)
+                      device=args.device, use_ema=not args.no_ema, runtime=args.runtime, onnx_model=args.model)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return 1 if any(r["error"] for r in results) else 0
 
 
-def predict(videos: list[str | Path], checkpoint: str | Path, *, topk: int = 5, views: str | None = None,
-            batch_size: int = 8, device: str = "auto", use_ema: bool = True) -> list[dict[str, Any]]:
+def predict(videos: list[str | Path], checkpoint: str | Path | None = None, *, topk: int = 5,
+            views: str | None = None, batch_size: int = 8, device: str = "auto", use_ema: bool = True,
+            runtime: str = "pytorch", onnx_model: str | Path | None = None) -> list[dict[str, Any]]:
     """``[{"video", "predictions": [{"label", "probability"}...], "error"}]`` in the order of ``videos``.
 
-    A video that cannot be decoded gets ``error`` (its reason) and no predictions.
+    A video that cannot be decoded gets ``error`` (its reason) and no predictions. ``runtime="onnxruntime"``
+    runs ``onnx_model`` (an ``sct export`` file) on the CPU instead of ``checkpoint``.
     """
     if topk < 1:
         raise SCTError(f"--topk must be >= 1, got {topk}")
     missing = [str(v) for v in videos if not Path(v).is_file()]
     if missing:
         raise VideoDecodeError(f"no such video file: {', '.join(missing)}")
-    run_cfg = checkpoint_run_config(checkpoint)
+    model, class_names, run_cfg = _load(checkpoint, runtime, onnx_model, use_ema)
     temporal, spatial = parse_views(views or run_cfg.eval.views, "--views")
     data_cfg = dataclasses.replace(run_cfg.data, num_temporal_views=temporal, num_spatial_crops=spatial)
-    model, metadata = model_from_checkpoint(checkpoint, use_ema=use_ema)
-    class_names = json.loads(metadata["classes"])
     paths = [str(Path(v).resolve()) for v in videos]
     kind = ImageDataset if data_cfg.is_image else VideoDataset
     dataset = kind(Annotations(paths, [0] * len(paths), class_names), data_cfg, "test")
     tracker = BadFileTracker(len(paths), max_fraction=1.0)
-    with distributed.session(device) as ctx:
+    with distributed.session("cpu" if runtime == "onnxruntime" else device) as ctx:
         scores = infer_scores(model.to(ctx.device), dataset, ctx=ctx, batch_size=batch_size, num_workers=0,
                               tracker=tracker, desc="predict")
     errors = dict(tracker.items)
@@ -79,6 +85,23 @@ def predict(videos: list[str | Path], checkpoint: str | Path, *, topk: int = 5, 
             "error": errors.get(paths[index]) if entry.failed else None,
         })
     return results
+
+
+def _load(checkpoint, runtime: str, onnx_model, use_ema: bool):
+    """``(model, class names, run config)`` for the chosen runtime."""
+    if runtime not in RUNTIMES:
+        raise SCTError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnxruntime":
+        if onnx_model is None or checkpoint is not None:
+            raise SCTError("--runtime onnxruntime takes --model FILE.onnx (written by sct export), not --checkpoint")
+        from sct.deploy.onnx_model import OnnxModel
+
+        model = OnnxModel(onnx_model)
+        return model, model.class_names, model.run_config
+    if checkpoint is None or onnx_model is not None:
+        raise SCTError("--runtime pytorch takes --checkpoint FILE.safetensors (--model is for onnxruntime)")
+    model, metadata = model_from_checkpoint(checkpoint, use_ema=use_ema)
+    return model, json.loads(metadata["classes"]), checkpoint_run_config(checkpoint)
 
 
 def format_table(results: list[dict[str, Any]]) -> str:

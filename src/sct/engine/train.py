@@ -44,7 +44,6 @@ from sct.engine.checkpoint import (
     prune_checkpoints,
     read_metadata,
     save_checkpoint,
-    save_weights,
 )
 from sct.engine.distributed import DistContext, TrainBatchSampler, accumulation_steps
 from sct.engine.ema import ModelEMA
@@ -57,6 +56,7 @@ from sct.engine.progress import TrainProgress
 from sct.engine.tensorboard_log import TensorBoardLog, require_tensorboard
 from sct.errors import CheckpointError, ConfigError, DataQualityError, SCTError
 from sct.models.registry import create_model
+from sct.models.weights import save_weights
 
 
 class TrainingDivergedError(SCTError):
@@ -513,9 +513,9 @@ class Trainer:
         if not self.ctx.is_main:
             return
         final = self.run_dir / "model.safetensors"
-        save_weights(final, self.model.state_dict(), self.metadata)
+        save_weights(self.model, final, self.metadata)
         if self.ema is not None:
-            save_weights(CheckpointPaths.from_weights(final).ema, self.ema.state_dict(), self.metadata)
+            save_weights(self.ema.state_dict(), CheckpointPaths.from_weights(final).ema, self.metadata)
         records = read_metrics(self.log.path)
         plot_curves(records, self.run_dir / "curves.png")
         steps = [r for r in records if r.get("type") == "step"]

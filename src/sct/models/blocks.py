@@ -6,6 +6,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from sct.models.attention.rollout import RESIDUAL
+
 
 class Mlp(nn.Module):
     """Two-layer MLP with GELU: ``(..., C) -> (..., C_out)``."""
@@ -22,21 +24,31 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
+    """Stochastic depth: drop the whole residual branch per sample (per clip) with probability ``p``.
+
+    ``x``: ``(R * S, ...)`` with the ``R = rows_per_sample`` rows of each of the S samples contiguous
+    (frames ``(b t)``, chunks ``(b t k)``): one draw per sample, shared by all of its rows, so a clip
+    loses a layer as a whole, never single frames or chunks.
+    """
 
     def __init__(self, p: float = 0.0):
         super().__init__()
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows_per_sample: int = 1) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        mask = x.new_empty((x.shape[0] // rows_per_sample,) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.repeat_interleave(rows_per_sample, dim=0) / keep
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Stochastic-depth rate of each of ``depth`` layers: linear from 0 to ``rate`` (timm's schedule)."""
+    return [rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
 
 
 class TransformerLayer(nn.Module):
@@ -44,8 +56,9 @@ class TransformerLayer(nn.Module):
 
     ``attention`` is any module mapping ``(..., N, C)`` to ``(..., N, C)``; it decides what the
     leading dimensions mean (frames, chunks, clips). ``residual=False`` drops the attention residual,
-    for layers whose output lives on other tokens than their input. ``attn_norm=False`` hands the raw
-    input to attention modules that normalise internally (TimeSformer's divided attention).
+    for layers whose output lives on other tokens than their input (stochastic depth then spares it).
+    ``attn_norm=False`` hands the raw input to attention modules that normalise internally
+    (TimeSformer's divided attention).
     """
 
     def __init__(
@@ -67,14 +80,35 @@ class TransformerLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.residual = residual
 
-    def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:
-        """``x``: ``(..., N, C)`` -> ``(..., N, C)``; ``attn_kwargs`` go to the attention module."""
-        a = self.drop_path(self.attn(self.norm1(x), **attn_kwargs))
-        x = x + a if self.residual else a
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, rows_per_sample: int = 1, **attn_kwargs) -> torch.Tensor:
+        """``x``: ``(..., N, C)`` -> ``(..., N, C)``; ``attn_kwargs`` go to the attention module.
+
+        ``rows_per_sample``: rows of dim 0 per sample, for the per-sample stochastic depth (``DropPath``).
+        Without the attention residual, stochastic depth acts on the MLP branch only: dropping the
+        attention output would zero the whole token stream.
+        """
+        a = self.attn(self.norm1(x), **attn_kwargs)
+        x = x + self.drop_path(a, rows_per_sample) if self.residual else a
+        return x + self.drop_path(self.mlp(self.norm2(x)), rows_per_sample)
+
+    def residual_weight(self) -> float:
+        """Rollout's share of the residual path: 0.5 with the attention residual, 0 without."""
+        return RESIDUAL if self.residual else 0.0
+
+    def relevance(self, r: torch.Tensor, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` of one clip back through this layer's attention (see its ``relevance``)."""
+        return self.attn.relevance(r, self.residual_weight(), reading)
 
 
 WEIGHT_INITS = ("xavier", "trunc_normal")
+
+
+def parameters_named(module: nn.Module, leaf_names: tuple[str, ...]) -> set[str]:
+    """Full names of the parameters of ``module`` whose last name component is one of ``leaf_names``.
+
+    Models build their ``no_weight_decay()`` from it: the tokens and embeddings they own by name.
+    """
+    return {name for name, _ in module.named_parameters() if name.rsplit(".", 1)[-1] in leaf_names}
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:

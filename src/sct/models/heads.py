@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sct.models.attention.dense import MultiHeadAttention
+from sct.models.attention.recorder import recorded
+from sct.models.attention.rollout import frame_weights
 from sct.models.blocks import TransformerLayer
 
 
@@ -61,6 +63,12 @@ class ClipEncoder(nn.Module):
         """``(B, T, C_in)`` -> logits ``(B, num_classes)``."""
         return self.head(self.head_drop(self.forward_features(frames)))
 
+    def frame_weights(self, frames: int) -> torch.Tensor:
+        """Rollout of the clip [CLS] over the ``frames`` frame tokens of the recorded clip: ``(T,)``, sum 1."""
+        if not self.layers:
+            return uniform_weights(frames)
+        return frame_weights([recorded(layer.attn)[0] for layer in self.layers])
+
 
 class TemporalAveragePooling(nn.Module):
     """TSM's consensus: average the T frame features, dropout, linear classifier."""
@@ -73,6 +81,10 @@ class TemporalAveragePooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, T, C)`` -> logits ``(B, num_classes)``."""
         return self.fc(self.drop(x.mean(dim=1)))
+
+    def frame_weights(self, frames: int) -> torch.Tensor:
+        """Every frame weighs the same in an average: ``(T,)``."""
+        return uniform_weights(frames)
 
 
 class TemporalAttentionAggregation(nn.Module):
@@ -97,3 +109,12 @@ class TemporalAttentionAggregation(nn.Module):
         """``x``: ``(B, T, C)`` -> logits ``(B, num_classes)``."""
         x = self.layer(torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1))
         return self.fc(self.pre_logits(self.norm(x[:, 0])))
+
+    def frame_weights(self, frames: int) -> torch.Tensor:
+        """Rollout of the aggregation token over the frames of the recorded clip: ``(T,)``, sum 1."""
+        return frame_weights([recorded(self.layer.attn)[0]])
+
+
+def uniform_weights(frames: int) -> torch.Tensor:
+    """``(T,)`` float64, each ``1 / T``."""
+    return torch.full((frames,), 1.0 / frames, dtype=torch.float64)

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from sct.models.attention.rollout import pool_step
+
 
 def squeeze2x2(x: torch.Tensor) -> torch.Tensor:
     """Eq. 4's squeeze: ``(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 4C)``.
@@ -35,6 +37,11 @@ class LinearPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(squeeze2x2(x))
 
+    def relevance(self, r: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Rollout relevance ``(T, h, w)`` back to the ``grid`` before the pooling (its padding cropped)."""
+        return pool_step(r)[:, : grid[0], : grid[1]]
+
     def pool_token(self, token: torch.Tensor) -> torch.Tensor:
-        """``(..., C) -> (..., out_dim)``: the token as its own 2x2 neighbourhood."""
-        return self.proj(torch.cat([token] * 4, dim=-1))
+        """``(B, C) -> (B, out_dim)``: the token as its own 2x2 neighbourhood (through ``forward``, so that
+        counters and hooks see the pooling)."""
+        return self(token[:, None, None].expand(-1, 2, 2, -1))[:, 0, 0]

@@ -47,6 +47,8 @@ def _lookup(name: str) -> tuple[Callable[[Any], nn.Module], Any]:
 def build_config(name: str, **fields: Any) -> Any:
     """Default config of ``name`` with ``fields`` replaced; unknown fields raise ``ConfigError``."""
     _, config = _lookup(name)
+    if hasattr(config, "named_fields"):  # named spellings of tuple entries (SCT's per-component heads)
+        fields = config.named_fields(fields)
     valid = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(fields) - valid)
     if unknown:

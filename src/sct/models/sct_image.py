@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from sct.errors import ConfigError
-from sct.models.blocks import init_weights
+from sct.models.blocks import init_weights, parameters_named
 from sct.models.registry import default_config, register
-from sct.models.sct import SCTConfig, frame_features, frame_pathway
+from sct.models.sct import SCT, SCTConfig, embed_frames, frame_features, frame_pathway
 
 
 class SCTImage(nn.Module):
@@ -41,6 +41,18 @@ class SCTImage(nn.Module):
         self.head_drop = nn.Dropout(c.drop_rate)
         self.head = nn.Linear(self.num_features, c.num_classes)
         init_weights(self, c.weight_init)
+
+    # The video model's components (by submodule name), plus the image head.
+    components = {**{k: v for k, v in SCT.components.items() if k != "clip_encoder"},
+                  "norm": "image head", "head": "image head"}
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(N, 3, H, W)`` -> tiny-patch grid ``(N, H / p, W / p, C)`` (as :meth:`SCT.embed`)."""
+        return embed_frames(self.patch_embed, self.config.patch_size, x)
+
+    def no_weight_decay(self) -> set[str]:
+        """Learnt tokens and position embeddings, as the video model declares them."""
+        return parameters_named(self, ("pos_embed", "cls_token"))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> the image's [CLS] feature ``(B, C)``: the video model's per-frame feature."""

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sct.errors import ConfigError
+from sct.models.attention.rollout import shift_step
 
 
 def shift_fold(channels: int, n_div: int) -> int:
@@ -38,12 +39,18 @@ def temporal_shift(x: torch.Tensor, fold: int, time_dim: int = 1) -> torch.Tenso
         return x
     t = time_dim % x.ndim
     length = x.shape[t]
-    out = torch.zeros_like(x)
     future, past, rest = x[..., :fold], x[..., fold : 2 * fold], x[..., 2 * fold :]
-    out[..., :fold].narrow(t, 0, length - 1).copy_(future.narrow(t, 1, length - 1))
-    out[..., fold : 2 * fold].narrow(t, 1, length - 1).copy_(past.narrow(t, 0, length - 1))
-    out[..., 2 * fold :] = rest
-    return out
+    # Built from slices and concatenation (no in-place writes into views), so a tracer records it exactly.
+    future = torch.cat([future.narrow(t, 1, length - 1), torch.zeros_like(future.narrow(t, 0, 1))], dim=t)
+    past = torch.cat([torch.zeros_like(past.narrow(t, 0, 1)), past.narrow(t, 0, length - 1)], dim=t)
+    return torch.cat([future, past, rest], dim=-1)
+
+
+def shift_offsets(n_div: int) -> dict[int, float]:
+    """Frame offset -> fraction of the channels a shifted token takes from frame ``t + offset``."""
+    if n_div == 0:
+        return {0: 1.0}
+    return {1: 1.0 / n_div, -1: 1.0 / n_div, 0: 1.0 - 2.0 / n_div}
 
 
 class TemporalShift(nn.Module):
@@ -55,6 +62,10 @@ class TemporalShift(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return temporal_shift(x, shift_fold(x.shape[-1], self.n_div), time_dim=1)
+
+    def relevance(self, r: torch.Tensor) -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` back through the shift (1/n_div of the channels from each neighbour)."""
+        return shift_step(r, shift_offsets(self.n_div))
 
     def extra_repr(self) -> str:
         return f"n_div={self.n_div}"

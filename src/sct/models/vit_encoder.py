@@ -23,7 +23,7 @@ from sct.errors import ConfigError
 from sct.models.attention.dense import MultiHeadAttention
 from sct.models.attention.divided import DividedSpaceTimeAttention
 from sct.models.attention.mixing import SpaceTimeMixingAttention
-from sct.models.blocks import PatchEmbed, TransformerLayer, init_weights
+from sct.models.blocks import PatchEmbed, TransformerLayer, drop_path_rates, init_weights
 from sct.models.temporal_shift import TemporalShift
 
 TEMPORAL_KINDS = ("space", "mixing", "tsm", "divided")
@@ -52,13 +52,14 @@ class ViTEncoder(nn.Module):
     The patch grid is ``img_size // patch_size`` (a remainder is cropped by the strided patch conv, as
     SCT's Table 4 has 18 x 18 tokens for 12 x 12 patches at 224).
     A temporal embedding ``(1, T, 1, C)`` initialised to zero is added to every token (patch tokens
-    only for ``divided``, as TimeSformer does).
+    only for ``divided``, as TimeSformer does). ``drop_path_rate``: the last layer's stochastic-depth rate
+    (linear from 0), or a list with one rate per layer.
     """
 
     def __init__(self, *, img_size: int, num_frames: int, patch_size: int = 16, dim: int = 768, depth: int = 12,
                  heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, temporal: str = "space",
                  n_div: int = 8, mixing_layout: str = "global", summary_token: bool = False,
-                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float | list[float] = 0.0,
                  norm_eps: float = 1e-6, weight_init: str = "trunc_normal"):
         super().__init__()
         if temporal not in TEMPORAL_KINDS:
@@ -83,7 +84,7 @@ class ViTEncoder(nn.Module):
                 return DividedSpaceTimeAttention(dim, heads, qkv_bias, attn_drop_rate, drop_rate, norm_eps)
             return MultiHeadAttention(dim, heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate)
 
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        rates = drop_path_rate if isinstance(drop_path_rate, list) else drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             TransformerLayer(dim, make_attention(), int(dim * mlp_ratio), drop_rate, rate, norm_eps,
                              attn_norm=temporal != "divided")
@@ -118,6 +119,14 @@ class ViTEncoder(nn.Module):
             return embed
         resized = F.interpolate(rearrange(embed, "1 t 1 c -> 1 c t"), size=frames, mode="linear")
         return rearrange(resized, "1 c t -> 1 t 1 c")
+
+    def relevance(self, r: torch.Tensor, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, 1 + S)`` of the clip just recorded, back through the blocks (and shifts)."""
+        for block in reversed(self.blocks):
+            r = block.relevance(r, reading)
+            if self.temporal == "tsm":
+                r = self.shift.relevance(r)
+        return r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> tokens after the final LayerNorm ``(B, T, 1 + S, C)``."""

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sct.errors import ConfigError
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
-from sct.models.blocks import WEIGHT_INITS, TransformerLayer, init_weights
+from sct.models.blocks import WEIGHT_INITS, TransformerLayer, drop_path_rates, init_weights, parameters_named
 from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
+from sct.models.options import check, check_choice, check_positive_ints, check_rates
 from sct.models.registry import register
 from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
 
 HEADS = ("temporal_attention", "summary_token", "average")
+# Learnt tokens and embeddings of the ViT encoder and the heads: never weight-decayed.
+NO_DECAY_LEAVES = ("cls_token", "pos_embed", "temporal_embed", "token")
 
 
 @dataclass
@@ -38,6 +40,10 @@ class VideoViTConfig:
       clip CLS, so this is TimeSformer's head) | ``summary_token`` (X-ViT's summary tokens added to every
       mixing attention layer, then ``average``).
     - ``drop_rate``: dropout before the classifier (X-ViT's temporal attention head uses 0.5).
+    - ``frame_drop_rate``: dropout on each frame's CLS feature before the clip head. X-ViT's public code
+      (github.com/1adrianb/video-transformers, ``XVIT._prepare_classifier``) replaces the ViT's classifier
+      by ``Dropout(MODEL.DROPOUT_RATE)``, 0.5 in its Kinetics and SSv2 configs, and feeds the frame
+      features through it to the temporal attention head; ``xvit_b16`` sets 0.5.
     - ``weight_init``: ``trunc_normal`` (timm's, for pretrained-size models) | ``xavier`` (narrow models from scratch).
     """
 
@@ -55,6 +61,7 @@ class VideoViTConfig:
     mixing_layout: str = "global"
     head: str = "temporal_attention"
     drop_rate: float = 0.5
+    frame_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     norm_eps: float = 1e-6
@@ -62,30 +69,20 @@ class VideoViTConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.temporal not in TEMPORAL_KINDS:
-            raise ConfigError(f"model option temporal must be one of {TEMPORAL_KINDS}, got {self.temporal!r}")
-        if self.head not in HEADS:
-            raise ConfigError(f"model option head must be one of {HEADS}, got {self.head!r}")
-        if self.head == "summary_token" and self.temporal not in ("mixing", "space"):
-            raise ConfigError(f"model option head='summary_token' needs temporal='mixing' or 'space', "
-                              f"got temporal={self.temporal!r}")
-        if self.dim % self.heads:
-            raise ConfigError(f"model option dim={self.dim} is not divisible by heads={self.heads}")
+        check_rates(self, ("frame_drop_rate",))
+        check_choice(self, "temporal", TEMPORAL_KINDS)
+        check_choice(self, "head", HEADS)
+        check(self.head != "summary_token" or self.temporal in ("mixing", "space"), self, "head",
+              f"not 'summary_token' with temporal={self.temporal!r} (it needs 'mixing' or 'space')")
 
 
 def _check_common(config: VideoViTConfig | ViTSCTConfig) -> None:
-    """Sizes and rates shared by the ViT video configs; ``ConfigError`` names the option."""
-    for name in ("num_classes", "num_frames", "img_size", "patch_size", "dim", "depth", "heads"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"model option {name} must be a positive integer, got {value!r}")
-    for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise ConfigError(f"model option {name} must be in [0, 1), got {getattr(config, name)!r}")
-    if config.mlp_ratio <= 0:
-        raise ConfigError(f"model option mlp_ratio must be > 0, got {config.mlp_ratio!r}")
-    if config.weight_init not in WEIGHT_INITS:
-        raise ConfigError(f"model option weight_init must be one of {WEIGHT_INITS}, got {config.weight_init!r}")
+    """Sizes, rates and choices shared by the ViT video configs; ``ConfigError`` names the option."""
+    check_positive_ints(config, ("num_classes", "num_frames", "img_size", "patch_size", "dim", "depth", "heads"))
+    check_rates(config, ("drop_rate", "attn_drop_rate", "drop_path_rate"))
+    check(config.mlp_ratio > 0, config, "mlp_ratio", "> 0")
+    check_choice(config, "weight_init", WEIGHT_INITS)
+    check(config.dim % config.heads == 0, config, "dim", f"a multiple of heads={config.heads}")
 
 
 class VideoViT(nn.Module):
@@ -109,19 +106,30 @@ class VideoViT(nn.Module):
                                                      c.norm_eps)
         else:
             self.head = TemporalAveragePooling(c.dim, c.num_classes, c.drop_rate)
+        self.frame_drop = nn.Dropout(c.frame_drop_rate)
         init_weights(self.head, c.weight_init)
+
+    def no_weight_decay(self) -> set[str]:
+        """The encoder's CLS, position and temporal embeddings and the aggregation head's token."""
+        return parameters_named(self, NO_DECAY_LEAVES)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features ``(B, T, C)`` (after the final LayerNorm)."""
         return self.encoder(x)[:, :, 0]
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)``."""
-        return self.head(features)
+        """Per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)`` (frame dropout, then the head)."""
+        return self.head(self.frame_drop(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
+
+    def relevance(self, frames: int, size: tuple[int, int], reading: str = "keys") -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention rollout of the clip just run under ``recording``: ``(relevance (T, g, g)`` over the
+        patch grid, ``frame weights (T,))`` from the head."""
+        weights = self.head.frame_weights(frames)
+        return encoder_relevance(self.encoder, weights, [], reading), weights
 
 
 @dataclass
@@ -160,13 +168,13 @@ class ViTSCTConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.temporal_kind not in SCT_TEMPORAL_KINDS:
-            raise ConfigError(f"model option temporal_kind must be one of {SCT_TEMPORAL_KINDS}, "
-                              f"got {self.temporal_kind!r}")
-        if self.dim % self.heads:
-            raise ConfigError(f"model option dim={self.dim} is not divisible by heads={self.heads}")
-        if not 0 <= self.shift_frames < self.num_frames:
-            raise ConfigError(f"model option shift_frames={self.shift_frames} must be in [0, num_frames)")
+        check_choice(self, "temporal_kind", SCT_TEMPORAL_KINDS)
+        check(0 <= self.shift_frames < self.num_frames, self, "shift_frames", f"in [0, num_frames={self.num_frames})")
+        check_positive_ints(self, ("temporal_heads", "clip_dim", "clip_mlp_dim", "clip_heads"))
+        check_positive_ints(self, ("temporal_depth", "clip_depth"), minimum=0)
+        check(self.temporal_dim_head is not None or self.dim % self.temporal_heads == 0, self, "temporal_heads",
+              f"a divisor of dim={self.dim} (or set temporal_dim_head)")
+        check(self.clip_dim % self.clip_heads == 0, self, "clip_heads", f"a divisor of clip_dim={self.clip_dim}")
 
 
 class ViTSCT(nn.Module):
@@ -175,24 +183,31 @@ class ViTSCT(nn.Module):
     def __init__(self, config: ViTSCTConfig):
         super().__init__()
         self.config = c = config
+        # One stochastic-depth schedule over the frame encoder, the shifted layers and the clip encoder, as SCT.
+        rates = drop_path_rates(c.drop_path_rate, c.depth + c.temporal_depth + c.clip_depth)
         self.encoder = ViTEncoder(
             img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
             heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal="space",
-            attn_drop_rate=c.attn_drop_rate, drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps,
+            attn_drop_rate=c.attn_drop_rate, drop_path_rate=rates[:c.depth], norm_eps=c.norm_eps,
             weight_init=c.weight_init,
         )
         kind = "space" if c.shift_frames == 0 and c.temporal_kind == "shifted" else c.temporal_kind
         self.temporal = nn.ModuleList(
             TransformerLayer(c.dim, temporal_attention(kind, c.dim, c.temporal_heads, c.temporal_dim_head,
                                                        c.shift_frames),
-                             int(c.dim * c.mlp_ratio), drop_path=c.drop_path_rate, norm_eps=c.norm_eps,
+                             int(c.dim * c.mlp_ratio), drop_path=rates[c.depth + i], norm_eps=c.norm_eps,
                              residual=c.temporal_residual)
-            for _ in range(c.temporal_depth)
+            for i in range(c.temporal_depth)
         )
         self.clip_encoder = ClipEncoder(c.dim, c.clip_dim, c.clip_depth, c.clip_heads, c.clip_mlp_dim,
-                                        c.num_frames, c.num_classes, drop_rate=c.drop_rate)
+                                        c.num_frames, c.num_classes, drop_rate=c.drop_rate,
+                                        drop_path=rates[c.depth + c.temporal_depth:])
         init_weights(self.temporal, c.weight_init)
         init_weights(self.clip_encoder, c.weight_init)
+
+    def no_weight_decay(self) -> set[str]:
+        """The encoder's CLS, position and temporal embeddings, the clip encoder's [CLS] and ``E'_pos``."""
+        return parameters_named(self, NO_DECAY_LEAVES)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> per-frame CLS features after the shifted MSA ``(B, T, C)``."""
@@ -208,6 +223,26 @@ class ViTSCT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> logits ``(B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
+
+    def relevance(self, frames: int, size: tuple[int, int], reading: str = "keys") -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention rollout of the clip just run under ``recording``: ``(relevance (T, g, g)`` over the
+        patch grid, ``frame weights (T,))`` from the clip encoder, through the shifted layers and the ViT."""
+        weights = self.clip_encoder.frame_weights(frames)
+        return encoder_relevance(self.encoder, weights, list(self.temporal), reading), weights
+
+
+def encoder_relevance(encoder: ViTEncoder, weights: torch.Tensor, temporal: list[TransformerLayer],
+                      reading: str) -> torch.Tensor:
+    """Relevance ``(T, g, g)`` over the patch grid: the frames' CLS tokens seeded with ``weights (T,)``, then
+    back through ``temporal`` layers (last first) and the encoder."""
+    n_tokens = encoder.pos_embed.shape[1]
+    r = torch.zeros(len(weights), n_tokens, dtype=torch.float64)
+    r[:, 0] = weights
+    for layer in reversed(temporal):
+        r = layer.relevance(r, reading)
+    r = encoder.relevance(r, reading)
+    grid = int(round((n_tokens - 1) ** 0.5))
+    return r[:, 1:].reshape(len(weights), grid, grid)
 
 
 register("timesformer_b16", VideoViT, VideoViTConfig(temporal="divided", head="average", drop_rate=0.0))

@@ -1,6 +1,8 @@
 """Weights on disk: safetensors I/O and importing pretrained checkpoints into ``sct`` models.
 
-- ``save_weights`` / ``read_state_dict``: safetensors (preferred), ``.pth``/``.pt``/``.bin``/``.ckpt``
+- ``save_weights(weights, path, metadata)`` / ``load_weights(path)``: safetensors with a metadata header,
+  written atomically (the engine's checkpoints use them).
+- ``read_state_dict``: safetensors (preferred), ``.pth``/``.pt``/``.bin``/``.ckpt``
   (``torch.load(weights_only=True)``, never unpickling code) and timm/big_vision ``.npz``.
 - ``load_image_weights(model, path)``: an image ViT (timm, Hugging Face ``ViTModel`` or ``.npz`` key
   names) into the model's ``ViTEncoder``: position embedding resized bicubically on its 2-D grid, the
@@ -14,16 +16,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from sct.errors import CheckpointError
@@ -61,13 +69,51 @@ class LoadReport:
 
 
 # ---------------------------------------------------------------------------------------------- I/O
-def save_weights(weights: nn.Module | StateDict, path: str | os.PathLike) -> Path:
-    """Write a module's state dict (or a state dict) as safetensors; returns the path."""
-    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write ``path`` through ``write(file)`` into a temp file, fsync it, rename it into place: a crash leaves
+    the old file or the new one, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
-    return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_weights(weights: nn.Module | StateDict, path: str | os.PathLike,
+                 metadata: dict[str, str] | None = None) -> Path:
+    """Atomically write a module's state dict (or a state dict) and its header ``metadata`` as safetensors;
+    returns the path."""
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    blob = save_safetensors_bytes(tensors, metadata=metadata)
+    atomic_write(path, lambda f: f.write(blob))
+    return Path(path)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
+    """``(state_dict, metadata)`` of a safetensors file; ``CheckpointError`` names the path on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    try:
+        tensors = load_safetensors_bytes(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {err}") from None
+    return tensors, metadata
 
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
@@ -419,6 +465,6 @@ def _finish(report: LoadReport, strict: bool, allowed_missing: tuple[str, ...] =
 
 
 __all__ = [
-    "LoadReport", "load_image_weights", "load_pretrained", "load_timesformer_weights", "read_state_dict",
-    "resize_patch_kernel", "save_weights", "to_timm_vit",
+    "LoadReport", "atomic_write", "load_image_weights", "load_pretrained", "load_timesformer_weights", "load_weights",
+    "read_state_dict", "resize_patch_kernel", "save_weights", "to_timm_vit",
 ]

@@ -14,12 +14,15 @@ from einops import rearrange
 from torch import nn
 
 from sct.models.attention.dense import MultiHeadAttention
+from sct.models.attention.recorder import recorded
+from sct.models.attention.rollout import chunk_step
 from sct.models.blocks import TransformerLayer
 
 
 def chunk_grid(grid: tuple[int, int], chunk: tuple[int, int]) -> tuple[int, int]:
     """Number of chunks ``(n_rows, n_cols)`` covering a ``(G_h, G_w)`` token grid (the paper's ``m' x n'``)."""
-    return -(-grid[0] // chunk[0]), -(-grid[1] // chunk[1])
+    # Ceiling division without negative operands: traced (ONNX export), integer division truncates.
+    return (grid[0] + chunk[0] - 1) // chunk[0], (grid[1] + chunk[1] - 1) // chunk[1]
 
 
 def chunk_partition(x: torch.Tensor, chunk: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -68,7 +71,8 @@ class ViLT(nn.Module):
             for i in range(depth)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int = 1) -> torch.Tensor:
+        """``x`` ``(B*T, G_h, G_w, C)`` with ``T = frames`` per clip (for per-clip stochastic depth)."""
         grid = x.shape[1:3]
         chunks, padding = chunk_partition(x, self.chunk)
         n_chunks = chunks.shape[1]
@@ -78,5 +82,17 @@ class ViLT(nn.Module):
             # True = may attend; (B * n_chunks, 1, 1, m*n) broadcasts over heads and queries.
             mask = (~padding).repeat(x.shape[0], 1)[:, None, None, :]
         for layer in self.layers:
-            z = layer(z, mask=mask)
+            z = layer(z, frames * n_chunks, mask=mask)
         return chunk_merge(rearrange(z, "(b k) l c -> b k l c", k=n_chunks), grid, self.chunk)
+
+    def relevance(self, r: torch.Tensor) -> torch.Tensor:
+        """Rollout relevance ``(T, G_h, G_w)`` of one clip back through the layers (on the padded grid)."""
+        frames, g_h, g_w = r.shape
+        m, n = self.chunk
+        rows, cols = chunk_grid((g_h, g_w), self.chunk)
+        padded = F.pad(r, (0, cols * n - g_w, 0, rows * m - g_h))
+        for layer in reversed(self.layers):
+            attn = recorded(layer.attn)
+            padded = chunk_step(padded, attn.reshape(frames, rows, cols, *attn.shape[1:]), (m, n),
+                                layer.residual_weight())
+        return padded[:, :g_h, :g_w]

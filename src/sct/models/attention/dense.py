@@ -7,6 +7,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from sct.models.attention.recorder import per_frame, recorded
+from sct.models.attention.rollout import RESIDUAL, temporal_step
+
 
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
@@ -52,3 +55,12 @@ class MultiHeadAttention(nn.Module):
         out, weights = attention(q, k, v, mask, self.attn_drop if self.training else 0.0, self.store_attention)
         self.last_attention = weights
         return self.proj_drop(self.proj(rearrange(out, "... h n d -> ... n (h d)")))
+
+    def relevance(self, r: torch.Tensor, residual: float = RESIDUAL, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` of one clip's frames back through the recorded per-frame weights."""
+        return frame_relevance(self, r, residual)
+
+
+def frame_relevance(module: nn.Module, r: torch.Tensor, residual: float = RESIDUAL) -> torch.Tensor:
+    """``r (T, N)`` back through the square per-frame weights ``module`` recorded (each frame its own tokens)."""
+    return temporal_step(r, per_frame(recorded(module)), {0: 1.0}, cyclic=False, residual=residual)

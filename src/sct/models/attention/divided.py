@@ -18,6 +18,8 @@ from einops import rearrange
 from torch import nn
 
 from sct.models.attention.dense import MultiHeadAttention
+from sct.models.attention.recorder import recorded
+from sct.models.attention.rollout import RESIDUAL, dense_step, temporal_step
 
 
 class DividedSpaceTimeAttention(nn.Module):
@@ -69,3 +71,15 @@ class DividedSpaceTimeAttention(nn.Module):
         spatial = self.attn(self.norm(torch.cat([cls, patches + temporal], dim=2)))
         cls_update = spatial[:, :, :1].mean(dim=1, keepdim=True).expand_as(cls)
         return torch.cat([cls_update, temporal + spatial[:, :, 1:]], dim=2)
+
+    def relevance(self, r: torch.Tensor, residual: float = RESIDUAL, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, 1 + S)`` back through the spatial, then the temporal stage.
+
+        The clip's one [CLS] is stored as T copies: relevance on it is shared evenly by the copies.
+        """
+        r = r.clone()
+        r[:, 0] = r[:, 0].mean()
+        r = temporal_step(r, recorded(self)[0], {0: 1.0}, cyclic=False, residual=residual)
+        r[:, 0] = r[:, 0].mean()
+        r[:, 1:] = dense_step(r[:, 1:].T, recorded(self, "last_temporal_attention")[0], residual).T
+        return r

@@ -13,6 +13,7 @@ The backward pass recomputes each block (as flash attention does) instead of kee
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,9 +25,10 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from sct.errors import ConfigError
+from sct.models.attention.dense import frame_relevance
 from sct.models.attention.lsh_hashing import default_n_buckets, hash_vectors, random_rotations, sort_by_bucket
 
-__all__ = ["LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
+__all__ = ["LSHConfig", "LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
            "sort_by_bucket"]
 
 # Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
@@ -377,6 +379,27 @@ def lsh_attention(
     return out, attn.view(bsz, heads, layout.padded_len, layout.padded_len)[:, :, :seq_len, :seq_len]
 
 
+@dataclass(frozen=True)
+class LSHConfig:
+    """The LSH settings of one attention layer (Reformer's; the SCT paper gives none).
+
+    ``n_hashes`` rounds, ``n_buckets`` (None: a power of two from the sequence length, Hugging Face's
+    rule), chunks of ``chunk_length`` slots that also see ``chunks_before`` / ``chunks_after`` neighbours.
+    """
+
+    n_hashes: int = 2
+    n_buckets: int | None = None
+    chunk_length: int = 64
+    chunks_before: int = 1
+    chunks_after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_buckets is not None and (self.n_buckets < 2 or self.n_buckets % 2):
+            raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {self.n_buckets}")
+        if self.chunk_length < 1 or self.n_hashes < 1 or self.chunks_before < 0 or self.chunks_after < 0:
+            raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
+
+
 class LSHSelfAttention(nn.Module):
     """LSH self-attention block: ``(B, L, C) -> (B, L, C)``.
 
@@ -393,10 +416,7 @@ class LSHSelfAttention(nn.Module):
                  n_buckets: int | None = None, chunk_length: int = 64, chunks_before: int = 1,
                  chunks_after: int = 0, seed: int = 0, resample: bool = True, proj_drop: float = 0.0):
         super().__init__()
-        if n_buckets is not None and (n_buckets < 2 or n_buckets % 2):
-            raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {n_buckets}")
-        if chunk_length < 1 or n_hashes < 1 or chunks_before < 0 or chunks_after < 0:
-            raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
+        LSHConfig(n_hashes, n_buckets, chunk_length, chunks_before, chunks_after)  # validates
         self.heads = heads
         self.dim_head = dim_head or dim // heads
         inner = heads * self.dim_head
@@ -410,22 +430,45 @@ class LSHSelfAttention(nn.Module):
         self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
         self.store_attention = False
         self.last_attention: torch.Tensor | None = None
+        self._eval_rotations: dict[tuple[int, str], torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, dim: int, heads: int, dim_head: int | None, config: LSHConfig,
+                    seed: int = 0) -> LSHSelfAttention:
+        """The layer with the settings of ``config``."""
+        return cls(dim, heads, dim_head, **dataclasses.asdict(config), seed=seed)
 
     def rotations(self, n_buckets: int, device=None) -> torch.Tensor:
-        """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw."""
-        seed = self.seed
+        """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw.
+
+        The eval draw is kept once drawn: the same tensor every time, which a tracer (ONNX export) then
+        records as a constant instead of a random-number op.
+        """
         if self.training and self.resample:
             self.draws += 1
             seed = (self.seed * 1_000_003 + int(self.draws)) % 2**63
-        generator = torch.Generator().manual_seed(seed)
-        return random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets, generator, device)
+            return random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets,
+                                    torch.Generator().manual_seed(seed), device)
+        key = (n_buckets, str(device))
+        if key not in self._eval_rotations:
+            self._eval_rotations[key] = random_rotations(self.heads, self.dim_head, self.n_hashes, n_buckets,
+                                                         torch.Generator().manual_seed(self.seed), device)
+        return self._eval_rotations[key]
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, L, C)``, ``key_padding_mask`` ``(B, L)`` bool (True = padding) -> ``(B, L, C)``."""
         split = "b l (h d) -> b h l d"
         qk = rearrange(self.qk(x), split, h=self.heads)
         v = rearrange(self.v(x), split, h=self.heads)
-        n_buckets = self.n_buckets or default_n_buckets(x.shape[-2], self.chunk_length)
+        n_buckets = self.n_buckets or default_n_buckets(int(x.shape[-2]), self.chunk_length)
+        if torch.jit.is_tracing():  # export: the same attention as one flat graph (sort and gather ops)
+            from sct.models.attention.lsh_vectorized import lsh_attention_vectorized
+
+            out = lsh_attention_vectorized(
+                qk, v, n_hashes=self.n_hashes, n_buckets=n_buckets, rotations=self.rotations(n_buckets, x.device),
+                chunk_length=self.chunk_length, chunks_before=self.chunks_before, chunks_after=self.chunks_after,
+                key_padding_mask=key_padding_mask)
+            return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
         result = lsh_attention(
             qk, v, n_hashes=self.n_hashes, n_buckets=n_buckets, rotations=self.rotations(n_buckets, x.device),
             chunk_length=self.chunk_length, chunks_before=self.chunks_before, chunks_after=self.chunks_after,
@@ -433,3 +476,7 @@ class LSHSelfAttention(nn.Module):
         )
         out, self.last_attention = result if self.store_attention else (result, None)
         return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+
+    def relevance(self, r: torch.Tensor, residual: float = 0.5, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)`` of one clip's frames through the effective dense weights (``(T, H, N, N)``)."""
+        return frame_relevance(self, r, residual)

@@ -12,7 +12,9 @@ from einops import rearrange
 
 from sct.errors import ConfigError
 from sct.models.attention.dense import MultiHeadAttention, attention
-from sct.models.temporal_shift import shift_fold, temporal_shift
+from sct.models.attention.recorder import recorded
+from sct.models.attention.rollout import RESIDUAL, temporal_step
+from sct.models.temporal_shift import shift_fold, shift_offsets, temporal_shift
 
 LAYOUTS = ("global", "per_head")
 
@@ -64,6 +66,12 @@ class SpaceTimeMixingAttention(MultiHeadAttention):
                                  self.store_attention)
         self.last_attention = weights
         return self.proj_drop(self.proj(rearrange(out, "b t h n d -> b t n (h d)")))
+
+    def relevance(self, r: torch.Tensor, residual: float = RESIDUAL, reading: str = "keys") -> torch.Tensor:
+        """Rollout relevance ``(T, N)``: the mixed keys/values bring 1/n_div from each neighbouring frame."""
+        if self.summary_token:
+            raise ConfigError("visualize: rollout through X-ViT summary tokens is not supported")
+        return temporal_step(r, recorded(self)[0], shift_offsets(self.n_div), cyclic=False, residual=residual)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, n_div={self.n_div}, layout={self.layout}, summary_token={self.summary_token}"

@@ -1,0 +1,169 @@
+"""``sct stream``: what the streamed output equals (cyclic and causal shift), outputs, and sources that end or stall."""
+
+import json
+import os
+import threading
+
+import av
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_video
+from engine_support import CLASSES, synthetic_set, tiny_config
+from sct import create_model
+from sct.cli import main as cli_main
+from sct.deploy.reuse import CausalReuse, CyclicReuse, Recompute, receptive_field, window_classifier
+from sct.deploy.source import Resampler
+from sct.deploy.stream import FramePipeline, stream
+from sct.engine.checkpoint import model_from_checkpoint
+from sct.engine.evaluate import checkpoint_run_config
+from sct.engine.train import train
+from sct.errors import ConfigError, VideoDecodeError
+
+WINDOW, LENGTH = 5, 11
+
+
+def _model(shift_mode, **overrides):
+    torch.manual_seed(0)
+    return create_model("sct_tiny", num_frames=WINDOW, img_size=32, chunk_size=8, num_classes=5,
+                        shift_mode=shift_mode, **overrides).eval()
+
+
+def _streamed(classifier, frames, stride=1):
+    """``{last frame: logits}`` of every window, pushing ``frames`` ``(3, N, S, S)`` one at a time."""
+    out = {}
+    for e in range(frames.shape[1]):
+        classifier.push(frames[:, e])
+        if classifier.ready() and (e - WINDOW + 1) % stride == 0:
+            out[e] = classifier.classify()
+    return out
+
+
+SHIFTS = pytest.mark.parametrize("overrides", [{}, {"shift_frames": 2, "temporal_depth": 2}], ids=["s1", "s2x2"])
+
+
+def _auto(shift_mode, overrides, expected):
+    """The model, random frames ``(3, LENGTH, 32, 32)`` and the strategy ``--reuse auto`` picks (checked)."""
+    model = _model(shift_mode, **overrides)
+    classifier = window_classifier(model, WINDOW)
+    assert type(classifier) is expected
+    return model, torch.randn(3, LENGTH, 32, 32), classifier
+
+
+@SHIFTS
+def test_cyclic_reuse_equals_the_model_on_each_window(overrides):
+    model, frames, classifier = _auto("cyclic", overrides, CyclicReuse)
+    streamed = _streamed(classifier, frames, stride=2)
+    assert sorted(streamed) == list(range(WINDOW - 1, LENGTH, 2))
+    with torch.inference_mode():
+        for e, logits in streamed.items():
+            torch.testing.assert_close(logits, model(frames[None, :, e - WINDOW + 1:e + 1])[0], rtol=0, atol=1e-5)
+
+
+@SHIFTS
+def test_causal_reuse_equals_the_clip_encoder_on_the_offline_features_of_the_stream(overrides):
+    model, frames, classifier = _auto("causal", overrides, CausalReuse)
+    history = receptive_field(model.config)
+    assert history == model.config.shift_frames * model.config.temporal_depth * model.config.num_blocks
+    with torch.inference_mode():
+        for e, logits in _streamed(classifier, frames).items():
+            everything = model.forward_features(frames[None, :, :e + 1])[:, -WINDOW:]
+            torch.testing.assert_close(logits, model.forward_head(everything)[0], rtol=0, atol=1e-5)
+            recent = model.forward_features(frames[None, :, max(0, e + 1 - WINDOW - history):e + 1])[:, -WINDOW:]
+            torch.testing.assert_close(logits, model.forward_head(recent)[0], rtol=0, atol=1e-5)
+
+
+def test_causal_stream_differs_from_the_clip_alone_and_cyclic_models_refuse_causal_reuse():
+    model = _model("causal")
+    frames = torch.randn(3, LENGTH, 32, 32)
+    streamed = _streamed(window_classifier(model, WINDOW), frames)
+    with torch.inference_mode():
+        clip_alone = model(frames[None, :, LENGTH - WINDOW:])[0]
+    # The window's first frame took its keys from the frame before the window, not from itself.
+    assert (streamed[LENGTH - 1] - clip_alone).abs().max() > 1e-4
+    with pytest.raises(ConfigError, match="shift_mode=causal"):
+        CausalReuse(_model("cyclic"), WINDOW)
+    with pytest.raises(ConfigError, match="needs an SCT"):
+        window_classifier(create_model("xvit_b16", num_frames=4, img_size=32, dim=32, depth=1, heads=2), 4, "cyclic")
+    assert type(window_classifier(model, WINDOW, "none")) is Recompute
+
+
+def test_resampler_picks_the_frame_on_screen_at_each_tick():
+    resampler = Resampler(rate=4.0)  # source at 10 frames/s -> ticks at 0, 0.25, 0.5, ...
+    picked = []
+    for i in range(10):
+        picked += resampler.push(i / 10, i)
+    picked += resampler.flush(0.1)
+    assert [(k, round(t, 2), f) for k, t, f in picked] == [(0, 0.0, 0), (1, 0.25, 2), (2, 0.5, 5), (3, 0.75, 7)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    data = synthetic_set(tmp_path_factory.getbasetemp())
+    out = tmp_path_factory.mktemp("trained")
+    return train(tiny_config(data, out / "run", "train.max_steps=2", "train.eval_every_epochs=0")) / "model.safetensors"
+
+
+def _decoded(path):
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def test_stream_of_a_file_writes_the_offline_probabilities_and_every_output(checkpoint, tmp_path):
+    video = write_video(tmp_path / "in.mp4", num_frames=14, width=48, height=40, fps=10)
+    out = tmp_path / "out"
+    summary = stream(str(video), checkpoint, stride=3, out=out, topk=len(CLASSES), annotate=tmp_path / "ann.mp4",
+                     live=True)
+    assert summary["end"] == "ended" and summary["source_frames"] == 14
+    window = checkpoint_run_config(checkpoint).data.num_frames  # 8 frames, sampling rate 1: every frame
+    lines = [json.loads(line) for line in (out / "timeline.jsonl").read_text().splitlines()]
+    assert [w["last_frame"] for w in lines] == list(range(window - 1, 14, 3)) == [7, 10, 13]
+    assert lines[0]["start_time"] == 0.0 and lines[-1]["end_time"] == pytest.approx(1.3)
+    model, _ = model_from_checkpoint(checkpoint)
+    pipeline = FramePipeline(checkpoint_run_config(checkpoint).data)
+    frames = torch.stack([pipeline(image) for image in _decoded(video)], dim=1)
+    with torch.inference_mode():
+        for line in lines:
+            probs = torch.softmax(model.eval()(frames[None, :, line["first_frame"]:line["last_frame"] + 1])[0], -1)
+            for entry in line["top"]:
+                assert entry["probability"] == pytest.approx(probs[CLASSES.index(entry["label"])].item(), abs=1e-5)
+    assert len(_decoded(tmp_path / "ann.mp4")) == 14
+    assert Image.open(out / "timeline.png").size[0] > 100
+    assert json.loads((out / "stream.json").read_text())["windows"] == 3
+
+
+def test_cli_stream_reports_a_source_that_stalls_and_closes_its_outputs(checkpoint, tmp_path, capsys):
+    video = write_video(tmp_path / "in.ts", num_frames=40, width=32, height=32, fps=10, gop=5)
+    fifo = tmp_path / "live.ts"
+    os.mkfifo(fifo)
+    data = video.read_bytes()
+
+    done = threading.Event()
+
+    def feed():  # a live source: send most of the stream, then go quiet without closing until the test ends
+        with open(fifo, "wb") as pipe:
+            pipe.write(data[: len(data) * 3 // 4])
+            pipe.flush()
+            done.wait(120)
+
+    threading.Thread(target=feed, daemon=True).start()
+    out = tmp_path / "out"
+    code = cli_main(["stream", str(fifo), "--checkpoint", str(checkpoint), "--out", str(out), "--stride", "2",
+                     "--stall-timeout", "1.5", "--fps", "10", "--annotate", str(tmp_path / "ann.mp4")])
+    done.set()
+    assert code == 1
+    assert capsys.readouterr().out.startswith("stalled: no frame for")
+    summary = json.loads((out / "stream.json").read_text())
+    assert summary["end"] == "stalled" and summary["source_frames"] > 8 and summary["windows"] >= 1
+    assert len((out / "timeline.jsonl").read_text().splitlines()) == summary["windows"]
+    assert len(_decoded(tmp_path / "ann.mp4")) == summary["source_frames"]  # finalised, every frame in it
+    assert (out / "timeline.png").is_file()
+
+
+def test_bad_options_and_sources_are_named(checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="--stride"):
+        stream("x.mp4", checkpoint, stride=0)
+    with pytest.raises(VideoDecodeError, match="missing.mp4"):
+        stream(str(tmp_path / "missing.mp4"), checkpoint, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
