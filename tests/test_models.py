@@ -11,7 +11,7 @@ import torch
 import sct
 from sct.analysis.flops import profile_model
 from sct.analysis.visualize import attention_maps
-from sct.models.registry import default_config
+from sct.models.registry import _lookup, default_config
 from sct.models.sct import SCTConfig
 from sct.models.vit_video import VideoViTConfig, ViTSCTConfig
 from sct.models.weights import save_weights
@@ -34,6 +34,10 @@ TINY = {
 }
 # Names starting with an underscore are registered by other tests (toy models), not by the package.
 MODELS = [name for name in sct.list_models() if not name.startswith("_")]
+# Image models (``takes_images``: ``(B, 3, H, W)`` in, one [CLS] feature per image) keep the same contract on
+# one frame; attention rollout over frames is a video model's (test_attention_maps_cover_every_frame).
+IMAGE_MODELS = {name for name in MODELS if getattr(_lookup(name)[0], "takes_images", False)}
+VIDEO_MODELS = [name for name in MODELS if name not in IMAGE_MODELS]
 
 
 def tiny_overrides(name: str) -> dict:
@@ -44,12 +48,15 @@ def tiny_overrides(name: str) -> dict:
 
 def tiny(name: str, seed: int = 0, **extra) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return sct.create_model(name, num_classes=CLASSES, num_frames=FRAMES, img_size=SIZE, **tiny_overrides(name),
+    frames = 1 if name in IMAGE_MODELS else FRAMES
+    return sct.create_model(name, num_classes=CLASSES, num_frames=frames, img_size=SIZE, **tiny_overrides(name),
                             **extra)
 
 
-def clip(batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, FRAMES, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+def clip(batch: int = 2, name: str | None = None) -> torch.Tensor:
+    """A clip ``(B, 3, T, H, W)``, or images ``(B, 3, H, W)`` for an image model ``name``."""
+    x = torch.randn(batch, 3, FRAMES, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    return x[:, :, 0] if name in IMAGE_MODELS else x
 
 
 def test_the_paper_models_are_registered():
@@ -61,9 +68,9 @@ def test_the_paper_models_are_registered():
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_shapes_and_contract(name):
     model = tiny(name).eval()
-    x = clip()
+    x = clip(name=name)
     features = model.forward_features(x)
-    assert features.shape[:2] == (2, FRAMES)
+    assert features.shape[:2] == ((2, model.num_features) if name in IMAGE_MODELS else (2, FRAMES))
     logits = model.forward_head(features)
     assert logits.shape == (2, CLASSES) and torch.isfinite(logits).all()
     torch.testing.assert_close(model(x), logits)
@@ -79,7 +86,7 @@ def test_every_parameter_gets_a_gradient(name):
     with torch.no_grad():  # zero-initialised projections (TimeSformer's temporal_fc) would block a path
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    loss = torch.nn.functional.cross_entropy(model(clip()), torch.tensor([0, 2]))
+    loss = torch.nn.functional.cross_entropy(model(clip(name=name)), torch.tensor([0, 2]))
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not missing
@@ -90,7 +97,7 @@ def test_weights_round_trip_through_a_file(name, tmp_path):
     model = tiny(name, seed=0).eval()
     path = save_weights(model, tmp_path / f"{name}.safetensors")
     loaded = tiny(name, seed=1, pretrained=str(path)).eval()
-    x = clip(1)
+    x = clip(1, name)
     torch.testing.assert_close(loaded(x), model(x))
 
 
@@ -103,7 +110,7 @@ def test_profile_counts_parameters_and_macs(name):
     assert sum(m["params"] for m in profile["modules"]) == profile["params"]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", VIDEO_MODELS)
 def test_attention_maps_cover_every_frame(name):
     model = tiny(name)
     maps, weights, logits = attention_maps(model, clip(1)[0])

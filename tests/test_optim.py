@@ -59,3 +59,43 @@ def test_ema_follows_the_weights_with_its_decay():
         model[0].weight.add_(1.0)
     ema.update(model)
     torch.testing.assert_close(ema.state_dict()["0.weight"], before + 0.1)
+
+
+def test_layer_decay_scales_the_rate_from_the_head_down_to_the_embedding():
+    import sct
+    from sct.config import OptimConfig
+    from sct.engine.optim import WarmupCosineSchedule, build_optimizer
+
+    model = sct.create_model("sct_tiny", num_classes=3)  # 2 blocks: embedding 0, blocks 1-2, clip encoder 3
+    opt = build_optimizer(model, OptimConfig(name="adamw", lr=1.0, layer_decay=0.5))
+    WarmupCosineSchedule(opt, lr=1.0, total_steps=10, warmup_steps=0)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["clip_encoder.head.weight"])] == 1.0
+    assert lr_of[id(params["blocks.1.temporal.0.mlp.fc1.weight"])] == 0.5
+    assert lr_of[id(params["blocks.0.temporal.0.mlp.fc1.weight"])] == 0.25
+    assert lr_of[id(params["patch_embed.proj.weight"])] == 0.125
+    plain = build_optimizer(model, OptimConfig(name="adamw", lr=1.0))
+    assert len(plain.param_groups) == 2
+
+
+def test_layer_decay_keeps_the_models_own_no_weight_decay():
+    from sct.engine.optim import parameter_groups
+
+    class Declares(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
+            self.table = torch.nn.Parameter(torch.zeros(4, 4))  # a 2-D name no guess would catch
+
+        def no_weight_decay(self) -> set[str]:
+            return {"table"}
+
+    model = Declares()
+    groups = parameter_groups(model, OptimConfig(weight_decay=0.05, layer_decay=0.5))
+    wd = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert wd[id(model.table)] == 0.0 and wd[id(model.blocks[0].bias)] == 0.0
+    assert wd[id(model.blocks[0].weight)] == 0.05 == wd[id(model.blocks[1].weight)]
+    assert scale[id(model.blocks[0].weight)] == 0.25 and scale[id(model.blocks[1].weight)] == 0.5
+    assert scale[id(model.table)] == 1.0

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from sct.data.annotations import FORMATS
+from sct.data.images import IMAGE_FORMATS, TEN_CROP
 from sct.data.sampling import SAMPLINGS, SHORT_VIDEO_MODES, ClipSampler, SegmentSampler, build_sampler
 from sct.errors import ConfigError
 from sct.models.registry import default_config
@@ -88,6 +89,11 @@ class DataConfig:
     seed: int = 0
     decode_threads: str = "AUTO"
     cache_mb: int = 0
+    # Image data (data.format imagefolder / image_csv / image_list / shards; see sct.data.images).
+    randaugment: tuple[int, float] | None = None
+    random_erasing: float = 0.0
+    jpeg_draft: bool = True
+    shuffle_buffer: int = 2000
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,8 +103,8 @@ class DataConfig:
         def bad(field: str, why: str) -> ConfigError:
             return ConfigError(f"data.{field}: {why} (got {getattr(self, field)!r})")
 
-        if self.format != "auto" and self.format not in FORMATS:
-            raise bad("format", f"must be auto or one of {', '.join(FORMATS)}")
+        if self.format != "auto" and self.format not in FORMATS + IMAGE_FORMATS:
+            raise bad("format", f"must be auto or one of {', '.join(FORMATS + IMAGE_FORMATS)}")
         for field in ("num_frames", "sampling_rate", "crop_size", "num_temporal_views", "split", "max_replacements",
                       "cache_mb"):
             value = getattr(self, field)
@@ -115,8 +121,18 @@ class DataConfig:
             raise bad("short_video", f"must be one of {SHORT_VIDEO_MODES}")
         if self.train_crop not in ("jitter", "resized"):
             raise bad("train_crop", "must be 'jitter' (scale jitter + random crop) or 'resized' (random resized crop)")
-        if self.num_spatial_crops not in (1, 3):
-            raise bad("num_spatial_crops", "must be 1 (centre) or 3 (covering the long side)")
+        if self.num_spatial_crops not in (1, 3) and not (self.is_image and self.num_spatial_crops == TEN_CROP):
+            raise bad("num_spatial_crops", "must be 1 (centre) or 3 (covering the long side)"
+                      + (", or 10 for images (corners and centre, mirrored)" if self.is_image else ""))
+        if self.randaugment is not None:
+            n, m = _pair(self, "randaugment")
+            if not (isinstance(n, int) and n >= 1 and 0 <= m <= 10):
+                raise bad("randaugment", "must be [n, m]: n >= 1 operations at magnitude 0 <= m <= 10, or null")
+            self.randaugment = (n, float(m))
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise bad("random_erasing", "must be a probability in [0, 1]")
+        if not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 1:
+            raise bad("shuffle_buffer", "must be a positive integer")
         if self.train_short_side is not None:
             lo, hi = _pair(self, "train_short_side")
             if not 0 < lo <= hi:
@@ -138,6 +154,11 @@ class DataConfig:
             raise bad("max_bad_fraction", "must be in [0, 1]")
         if self.decode_threads not in ("AUTO", "FRAME", "SLICE", "NONE"):
             raise bad("decode_threads", "must be AUTO, FRAME, SLICE or NONE")
+
+    @property
+    def is_image(self) -> bool:
+        """Images (one frame per item, ``(3, H, W)``) rather than clips."""
+        return self.format in IMAGE_FORMATS
 
     @property
     def views(self) -> int:
@@ -193,6 +214,8 @@ class OptimConfig:
     warmup_start_factor: float = 0.01
     min_lr: float = 0.0
     clip_grad: float | None = 1.0
+    # Layer-wise lr decay for fine-tuning (BEiT, DeiT III): layer l of L gets lr x layer_decay^(L + 1 - l).
+    layer_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -203,6 +226,8 @@ class OptimConfig:
             raise ConfigError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.warmup_start_factor <= 1:
             raise ConfigError(f"optim.warmup_start_factor must be in (0, 1], got {self.warmup_start_factor}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"optim.layer_decay must be in (0, 1] or null, got {self.layer_decay}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"optim.clip_grad must be > 0 or null, got {self.clip_grad}")
 
@@ -222,6 +247,11 @@ class TrainConfig:
     micro_batch_size: int | None = None
     num_workers: int = 4
     label_smoothing: float = 0.1
+    # Mixup / CutMix Beta(alpha, alpha) (0: off); with both on, each batch picks CutMix with probability
+    # mixup_switch_prob (DeiT: 0.8, 1.0, 0.5). Targets become soft (sct.engine.mixup).
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_switch_prob: float = 0.5
     precision: str = "fp32"
     ema_decay: float | None = None
     checkpoint_every_steps: int = 0
@@ -255,6 +285,11 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.keep_checkpoints < 1 or self.log_every_steps < 1:
             raise ConfigError("train.keep_checkpoints and train.log_every_steps must be >= 1")
+        for key in ("mixup", "cutmix"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be a Beta alpha >= 0 (0: off), got {getattr(self, key)}")
+        if not 0 <= self.mixup_switch_prob <= 1:
+            raise ConfigError(f"train.mixup_switch_prob must be in [0, 1], got {self.mixup_switch_prob}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.precision not in PRECISIONS:

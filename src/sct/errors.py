@@ -33,5 +33,12 @@ class OutputError(SCTError):
     """An output location cannot be written: a file in the path, read-only, no permission, disk full (names it)."""
 
 
+class ImageDecodeError(VideoDecodeError):
+    """An image (file or shard member) is missing, corrupt, truncated or too large (names it).
+
+    A ``VideoDecodeError`` so that the bad-file policy treats images as it treats videos.
+    """
+
+
 class ExportError(SCTError):
     """A model cannot be exported faithfully, or an exported file is unusable (names the model or file)."""

@@ -156,21 +156,27 @@ class VideoDataset(Dataset):
         return self._train_item(i) if self.train else self._test_item(i)
 
     def _train_item(self, i: int) -> dict:
+        """Item ``i`` from :meth:`_train_sample`; a bad file is replaced by another drawn from ``(seed, epoch, i)``."""
         bad: list[tuple[str, str]] = []
         index = i
         for attempt in range(self.cfg.max_replacements + 1):
             rng, gen = self._generators(i, attempt)
             try:
-                frames = self._decode(index, lambda info, r=rng: self.sampler.train_times(info.duration, info.fps, r))
+                sample = self._train_sample(index, rng, gen)
             except VideoDecodeError as err:
                 bad.append((self.paths[index], self._remember(index, err)))
                 index = int(rng.integers(self.num_videos))
                 continue
-            video = self._crop(frames, self._train_box(frames.shape[1], frames.shape[2], gen))
-            if self.cfg.flip and bool(torch.rand((), generator=gen) < 0.5):
-                video = T.hflip(video)
-            return self._item(video, index, 0, True, bad)
+            return self._item(sample, index, 0, True, bad)
         return self._item(self._zeros(), index, 0, False, bad)
+
+    def _train_sample(self, index: int, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+        """The augmented training clip ``(3, T, H, W)`` of video ``index``."""
+        frames = self._decode(index, lambda info: self.sampler.train_times(info.duration, info.fps, rng))
+        video = self._crop(frames, self._train_box(frames.shape[1], frames.shape[2], gen))
+        if self.cfg.flip and bool(torch.rand((), generator=gen) < 0.5):
+            video = T.hflip(video)
+        return video
 
     def _test_item(self, i: int) -> dict:
         index, view = divmod(i, self.views)
@@ -302,7 +308,15 @@ def read_split(cfg: DataConfig, split: str) -> Annotations:
                             video_ext=cfg.video_ext)
 
 
-def build_dataset(cfg: DataConfig, split: str) -> VideoDataset:
-    """The dataset of ``split`` (train/val/test) described by ``cfg``."""
+def build_dataset(cfg: DataConfig, split: str, **stream) -> VideoDataset:
+    """The dataset of ``split`` (train/val/test) described by ``cfg``.
+
+    Image formats give an ``ImageDataset`` (or, for training on shards, a ``ShardStream``, which takes
+    ``stream``: ``rank``, ``world_size``, ``micro_batch``).
+    """
+    if cfg.is_image:
+        from sct.data.image_dataset import build_image_dataset
+
+        return build_image_dataset(cfg, split, **stream)
     return VideoDataset(read_split(cfg, split), cfg, split)
 

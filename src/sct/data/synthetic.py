@@ -494,12 +494,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the motion takes M frames at a random moment, still before and after (default: all)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty OUT that holds no synthetic set")
+    images = parser.add_argument_group("image set (sct synth --images OUT)")
+    images.add_argument("--images", action="store_true",
+                        help="write the synthetic image set instead (shape x texture classes, PNG/JPEG + tar shards)")
+    images.add_argument("--images-per-class", type=int, default=100, metavar="N", help="images per class (100)")
+    images.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per tar shard (1000)")
 
 
 def run(args: argparse.Namespace) -> int:
     if (args.out is None) == (args.out_option is None):
         raise ConfigError("give the output folder once: `sct synth OUT` or `sct synth --out OUT`")
     target = check_writable_dir(args.out or args.out_option, "--out")
+    if args.images:
+        from sct.data.synthetic_images import describe, generate_images
+
+        out = generate_images(target, images_per_class=args.images_per_class, size=args.size, seed=args.seed,
+                              shard_size=args.shard_size, noise=args.noise)
+        print(describe(out))
+        return 0
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     start = time.perf_counter()
     out = generate(target, videos_per_class=args.videos_per_class, seed=args.seed, num_frames=args.frames,

@@ -225,7 +225,8 @@ def evaluate(checkpoint: str | Path, data_cfg: DataConfig | None = None, views: 
 
 
 def _check_fits(model: nn.Module, data_cfg: DataConfig, checkpoint: Path) -> None:
-    for model_key, data_key in (("num_frames", "num_frames"), ("img_size", "crop_size")):
+    pairs = [("img_size", "crop_size")] + ([] if data_cfg.is_image else [("num_frames", "num_frames")])
+    for model_key, data_key in pairs:
         if getattr(model.config, model_key) != getattr(data_cfg, data_key):
             raise ConfigError(
                 f"data.{data_key}={getattr(data_cfg, data_key)} but checkpoint {checkpoint} was trained with "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -11,6 +12,19 @@ from sct.config import OptimConfig
 
 # For models that do not declare ``no_weight_decay()``: learned tokens and embeddings guessed by name.
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "position", "token")
+
+
+_BLOCK = re.compile(r"(^|\.)blocks\.(\d+)\.")
+_EMBEDDING = re.compile(r"(^|\.)(patch_embed|cls_token|pos_embed|temporal_embed)")
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer-wise decay: embeddings 0, ``blocks.i`` i + 1, everything after
+    the blocks (clip encoder, heads) ``num_layers + 1``."""
+    match = _BLOCK.search(name)
+    if match:
+        return int(match[2]) + 1
+    return 0 if _EMBEDDING.search(name) and not name.startswith("clip_encoder.") else num_layers + 1
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -23,16 +37,28 @@ def no_decay_names(model: nn.Module) -> set[str]:
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Split trainable parameters into a decayed and a non-decayed group (see :func:`no_decay_names`)."""
+    """Split trainable parameters into decayed and non-decayed groups (see :func:`no_decay_names`), per layer
+    when ``cfg.layer_decay`` is set (BEiT's fine-tuning rule: the lr of layer ``l`` of ``L`` is scaled by
+    ``layer_decay ** (L + 1 - l)``, so the head keeps the full rate and the pretrained embedding the smallest).
+    Each group's ``lr_scale`` multiplies the schedule's rate. Without layer decay the decayed group comes
+    first (possibly empty), then the non-decayed one if it has parameters."""
     skip = set() if cfg.decay_norm_and_bias else no_decay_names(model)
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if name in skip else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    num_layers = max((int(m[2]) + 1 for n, _ in named if (m := _BLOCK.search(n))), default=0)
+    groups: dict[tuple[bool, int], dict] = {}
+
+    def group(decayed: bool, layer: int) -> dict:
+        return groups.setdefault((decayed, layer), {
+            "params": [], "weight_decay": cfg.weight_decay if decayed else 0.0,
+            "lr_scale": cfg.layer_decay ** (num_layers + 1 - layer) if cfg.layer_decay is not None else 1.0,
+        })
+
+    if cfg.layer_decay is None:
+        group(True, 0)
+    for name, param in named:
+        layer = layer_id(name, num_layers) if cfg.layer_decay is not None else 0
+        group(name not in skip, layer)["params"].append(param)
+    return [groups[key] for key in sorted(groups, key=lambda k: (not k[0], k[1]))]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -76,7 +102,7 @@ class WarmupCosineSchedule:
     def _apply(self) -> None:
         lr = self.current_lr()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}

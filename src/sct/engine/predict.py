@@ -2,6 +2,7 @@
 
 Videos of any length and resolution go through the checkpoint's own test-time pipeline (its clip
 sampling, resizing and crops), with the run's multi-view setting unless ``--views`` says otherwise.
+A checkpoint trained on images (``sct_*_image``) takes image files instead (``--views 1x10``: 10 crops).
 ``--runtime onnxruntime --model model.onnx`` runs a file written by ``sct export`` instead: the same
 decoding and views (read from the file's metadata), the same output.
 """
@@ -19,6 +20,7 @@ import numpy as np
 from sct.config import parse_views
 from sct.data.annotations import Annotations
 from sct.data.datasets import BadFileTracker, VideoDataset
+from sct.data.image_dataset import ImageDataset
 from sct.engine import distributed
 from sct.engine.checkpoint import model_from_checkpoint
 from sct.engine.evaluate import checkpoint_run_config, infer_scores
@@ -29,7 +31,7 @@ RUNTIMES = ("pytorch", "onnxruntime")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (image files for an image model)")
     parser.add_argument("--checkpoint", help="weights written by sct train (.safetensors); the pytorch runtime")
     parser.add_argument("--runtime", default="pytorch", choices=RUNTIMES, help="what runs the model (default pytorch)")
     parser.add_argument("--model", help="with --runtime onnxruntime: a file written by sct export (.onnx)")
@@ -67,7 +69,8 @@ def predict(videos: list[str | Path], checkpoint: str | Path | None = None, *, t
     temporal, spatial = parse_views(views or run_cfg.eval.views, "--views")
     data_cfg = dataclasses.replace(run_cfg.data, num_temporal_views=temporal, num_spatial_crops=spatial)
     paths = [str(Path(v).resolve()) for v in videos]
-    dataset = VideoDataset(Annotations(paths, [0] * len(paths), class_names), data_cfg, "test")
+    kind = ImageDataset if data_cfg.is_image else VideoDataset
+    dataset = kind(Annotations(paths, [0] * len(paths), class_names), data_cfg, "test")
     tracker = BadFileTracker(len(paths), max_fraction=1.0)
     with distributed.session("cpu" if runtime == "onnxruntime" else device) as ctx:
         scores = infer_scores(model.to(ctx.device), dataset, ctx=ctx, batch_size=batch_size, num_workers=0,

@@ -63,6 +63,7 @@ from sct.engine.distributed import DistContext, TrainBatchSampler, accumulation_
 from sct.engine.ema import ModelEMA
 from sct.engine.evaluate import infer_scores
 from sct.engine.metrics import MetricsLog, read_metrics, summarize
+from sct.engine.mixup import Mixup, soft_cross_entropy
 from sct.engine.optim import build_optimizer, build_schedule
 from sct.engine.plots import plot_curves
 from sct.engine.progress import TrainProgress
@@ -162,14 +163,18 @@ class Trainer:
         self.resume_from = self._resolve_resume()
         if synthetic:
             distributed.run_on_main(lambda: generate_from_recipe(cfg.data.root, synthetic, "synthetic"))
-        self.train_set = build_dataset(cfg.data, "train")
+        self.accum = accumulation_steps(cfg.train.batch_size, cfg.train.micro_batch_size, ctx.world_size)
+        micro = cfg.train.batch_size // (self.accum * ctx.world_size)
+        self.train_set = build_dataset(cfg.data, "train", **({"rank": ctx.rank, "world_size": ctx.world_size,
+                                                              "micro_batch": micro} if cfg.data.format == "shards"
+                                                             else {}))
         self.class_names = list(self.train_set.class_names)
         self.val_set = self._build_val_set()
-        self.accum = accumulation_steps(cfg.train.batch_size, cfg.train.micro_batch_size, ctx.world_size)
-        self.steps_per_epoch = len(self.train_set) // cfg.train.batch_size
+        self.steps_per_epoch = self._steps_per_epoch()
         if self.steps_per_epoch == 0:
             raise ConfigError(
-                f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.train_set)} training videos"
+                f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.train_set)} training "
+                f"{'samples per loader worker' if self.streaming else 'videos'}"
             )
         self.model = self._build_model().to(ctx.device)
         self.net = self._wrap(self.model)
@@ -179,6 +184,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.train.precision == "fp16")
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing, reduction="sum")
+        self.mixup = Mixup(len(self.class_names), cfg.train.mixup, cfg.train.cutmix, cfg.train.mixup_switch_prob,
+                           cfg.train.label_smoothing)
         self.tracker = BadFileTracker(self.train_set.num_videos, cfg.data.max_bad_fraction)
         self.dropped_clips = 0  # training clips left out: bad videos without a decodable replacement
         self.metadata = model_metadata(self.model, cfg.model.name, self.class_names, dump_config(cfg))
@@ -248,6 +255,17 @@ class Trainer:
             ema = load_weights(paths.ema)[0] if paths.ema.is_file() else weights
         return Saved(paths, metadata, state, weights, ema)
 
+    @property
+    def streaming(self) -> bool:
+        """Training reads tar shards sequentially (an iterable dataset) instead of indexing items."""
+        return isinstance(self.train_set, torch.utils.data.IterableDataset)
+
+    def _steps_per_epoch(self) -> int:
+        if self.streaming:
+            per_worker = self.train_set.batches_per_worker(self.cfg.train.num_workers)
+            return per_worker * max(self.cfg.train.num_workers, 1) // self.accum
+        return len(self.train_set) // self.cfg.train.batch_size
+
     def _build_val_set(self):
         if not self.cfg.train.eval_every_epochs or not self.cfg.data.val:
             return None
@@ -258,7 +276,8 @@ class Trainer:
     def _build_model(self) -> nn.Module:
         derived = {
             "num_classes": (len(self.class_names), f"the dataset's {len(self.class_names)} classes"),
-            "num_frames": (self.cfg.data.num_frames, f"data.num_frames={self.cfg.data.num_frames}"),
+            "num_frames": (1, f"the image data (data.format={self.cfg.data.format})") if self.cfg.data.is_image
+            else (self.cfg.data.num_frames, f"data.num_frames={self.cfg.data.num_frames}"),
             "img_size": (self.cfg.data.crop_size, f"data.crop_size={self.cfg.data.crop_size}"),
         }
         overrides = dict(self.cfg.model.overrides)
@@ -266,9 +285,17 @@ class Trainer:
             if key in overrides and overrides.pop(key) != value:
                 raise ConfigError(f"model.{key}={self.cfg.model.overrides[key]} disagrees with {source}")
         torch.manual_seed(self.cfg.seed)
-        return create_model(self.cfg.model.name, pretrained=self.cfg.model.pretrained,
-                            grad_checkpointing=self.cfg.train.grad_checkpointing,
-                            **{k: v for k, (v, _) in derived.items()}, **overrides)
+        model = create_model(self.cfg.model.name, pretrained=self.cfg.model.pretrained,
+                             grad_checkpointing=self.cfg.train.grad_checkpointing,
+                             **{k: v for k, (v, _) in derived.items()}, **overrides)
+        if getattr(model, "takes_images", False) != self.cfg.data.is_image:
+            raise ConfigError(
+                f"model {self.cfg.model.name} takes {'images' if getattr(model, 'takes_images', False) else 'clips'}"
+                f" but data.format={self.cfg.data.format} gives {'images' if self.cfg.data.is_image else 'clips'}"
+            )
+        if self.ctx.is_main and hasattr(model, "load_report"):
+            print(model.load_report, flush=True)
+        return model
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.ctx.distributed:
@@ -389,6 +416,13 @@ class Trainer:
                                     purge_step=0 if self.resume_from is None else self.pos.global_step + 1)
 
     def _loader(self, epoch: int) -> DataLoader:
+        if self.streaming:
+            self.train_set.set_epoch(epoch)
+            self.train_set.skip_batches = self.pos.step_in_epoch * self.accum
+            return DataLoader(self.train_set, batch_size=self.train_set.micro_batch, drop_last=True,
+                              num_workers=self.cfg.train.num_workers,
+                              collate_fn=functools.partial(collate, drop_failed=True),
+                              pin_memory=self.ctx.device.type == "cuda")
         sampler = TrainBatchSampler(
             len(self.train_set), self.cfg.train.batch_size, self.accum, self.cfg.seed, epoch,
             self.ctx.rank, self.ctx.world_size, start_step=self.pos.step_in_epoch,
@@ -478,10 +512,14 @@ class Trainer:
             label = batch["label"].to(self.ctx.device, non_blocking=True)
             last = k == len(work) - 1
             sync = self.net.no_sync() if self.ctx.distributed and not last else contextlib.nullcontext()
+            targets = None
+            if self.mixup.active:
+                video, targets = self.mixup(video, label)
             with sync:
                 with self._autocast():
                     logits = self.net(video)
-                loss = self.criterion(logits.float(), label)
+                loss = (self.criterion(logits.float(), label) if targets is None
+                        else soft_cross_entropy(logits.float(), targets, reduction="sum"))
                 self.scaler.scale(loss * (scale * weight)).backward()
             loss = loss.detach().double() * weight
             correct = (logits.argmax(dim=-1) == label).sum().double() * weight

@@ -2,6 +2,7 @@
 
 from sct.models import (
     sct,  # noqa: F401
+    sct_image,  # noqa: F401
     vit_video,  # noqa: F401
     xvit,  # noqa: F401
 )

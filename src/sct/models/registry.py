@@ -87,7 +87,8 @@ def create_model(
     if pretrained is not None:
         from sct.models.weights import load_pretrained
 
-        load_pretrained(model, pretrained)
+        # Kept on the model so callers (``sct train``) can print what was loaded, new and unused.
+        model.load_report = load_pretrained(model, pretrained)
     if grad_checkpointing:
         set_grad_checkpointing(model)
     return model

@@ -249,55 +249,75 @@ def split_tokens(tokens: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, to
     return rearrange(tokens[:, 1:], "n (h w) c -> n h w c", h=h, w=w), tokens[:, 0]
 
 
+def frame_pathway(c: SCTConfig, extra_depth: int = 0) -> tuple[PatchEmbed, nn.ModuleList, list[float]]:
+    """The frame pathway of ``c``: patch embedding and blocks, plus the drop-path rates left for the
+    ``extra_depth`` layers that follow it (stochastic depth grows linearly over all layers)."""
+    patch_embed = PatchEmbed(c.patch_size, c.embed_dim, c.in_chans)
+    n_temporal = max(c.temporal_depth, 1)
+    depths = [((c.vilt_depth if b < c.local_blocks and c.local_kind != "none" else 0)
+               + (1 if b < c.global_blocks and c.global_kind != "none" else 0) + n_temporal)
+              for b in range(c.num_blocks)]
+    rates = drop_path_rates(c.drop_path_rate, sum(depths) + extra_depth)
+    blocks, used, has_cls = [], 0, False
+    lsh = c.lsh
+    for b in range(c.num_blocks):
+        width = c.block_width(b)
+        mlp = int(width * c.mlp_ratio)
+        local = global_ = None
+        if b < c.local_blocks:
+            local = image_layers(c.local_kind, c.vilt_depth, width, c.vilt_heads, c.vilt_dim_head, mlp,
+                                 (c.chunk_size, c.chunk_size), lsh, rates[used:used + c.vilt_depth],
+                                 seed=c.seed + 100 * b)
+            used += c.vilt_depth if local is not None else 0
+        if b < c.global_blocks:
+            global_ = image_layers(c.global_kind, 1, width, c.lsh_heads, c.lsh_dim_head, mlp,
+                                   (c.chunk_size, c.chunk_size), lsh, rates[used:used + 1],
+                                   seed=c.seed + 100 * b + 50)
+            used += 1 if global_ is not None else 0
+        pool = LinearPooling(width) if b < c.num_poolings else None
+        t_width = c.temporal_widths()[b]
+        temporal = [
+            TransformerLayer(t_width, temporal_attention(c.effective_temporal_kind, t_width, c.temporal_heads,
+                                                         c.temporal_dim_head, c.shift_frames, c.shift_mode),
+                             int(t_width * c.mlp_ratio), drop_path=rates[used + i], residual=c.temporal_residual)
+            for i in range(n_temporal)
+        ]
+        used += n_temporal
+        blocks.append(FrameBlock(local, global_, pool, temporal, None if has_cls else t_width))
+        has_cls = True
+    return patch_embed, nn.ModuleList(blocks), rates[used:]
+
+
+def embed_frames(patch_embed: PatchEmbed, patch_size: int, x: torch.Tensor) -> torch.Tensor:
+    """Frames ``(N, 3, H, W)`` -> tiny-patch grid ``(N, H / p, W / p, C)`` (zero-padded to a multiple of p)."""
+    p = patch_size
+    return patch_embed(F.pad(x, (0, (p - x.shape[-1] % p) % p, 0, (p - x.shape[-2] % p) % p)))
+
+
+def frame_features(patch_embed: PatchEmbed, blocks: nn.ModuleList, patch_size: int, x: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, T, H, W)`` -> per-frame [CLS] features ``(B, T, C)`` (Eq. 7's ``a'_{t,1}``)."""
+    frames = x.shape[2]
+    grid, cls = embed_frames(patch_embed, patch_size, rearrange(x, "b c t h w -> (b t) c h w")), None
+    for block in blocks:
+        grid, cls = block(grid, cls, frames)
+    return rearrange(cls, "(b t) c -> b t c", t=frames)
+
+
 class SCT(nn.Module):
     """Shifted Chunk Transformer: ``(B, 3, T, H, W) -> (B, num_classes)``. Any H, W (zero padding)."""
 
     def __init__(self, config: SCTConfig):
         super().__init__()
         self.config = c = config
-        self.patch_embed = PatchEmbed(c.patch_size, c.embed_dim, c.in_chans)
-        n_temporal = max(c.temporal_depth, 1)
-        depths = [((c.vilt_depth if b < c.local_blocks and c.local_kind != "none" else 0)
-                   + (1 if b < c.global_blocks and c.global_kind != "none" else 0) + n_temporal)
-                  for b in range(c.num_blocks)]
-        rates = drop_path_rates(c.drop_path_rate, sum(depths) + c.clip_depth)
-        blocks, used, has_cls = [], 0, False
-        lsh = c.lsh
-        for b in range(c.num_blocks):
-            width = c.block_width(b)
-            mlp = int(width * c.mlp_ratio)
-            local = global_ = None
-            if b < c.local_blocks:
-                local = image_layers(c.local_kind, c.vilt_depth, width, c.vilt_heads, c.vilt_dim_head, mlp,
-                                     (c.chunk_size, c.chunk_size), lsh, rates[used:used + c.vilt_depth],
-                                     seed=c.seed + 100 * b)
-                used += c.vilt_depth if local is not None else 0
-            if b < c.global_blocks:
-                global_ = image_layers(c.global_kind, 1, width, c.lsh_heads, c.lsh_dim_head, mlp,
-                                       (c.chunk_size, c.chunk_size), lsh, rates[used:used + 1],
-                                       seed=c.seed + 100 * b + 50)
-                used += 1 if global_ is not None else 0
-            pool = LinearPooling(width) if b < c.num_poolings else None
-            t_width = c.temporal_widths()[b]
-            temporal = [
-                TransformerLayer(t_width, temporal_attention(c.effective_temporal_kind, t_width, c.temporal_heads,
-                                                             c.temporal_dim_head, c.shift_frames, c.shift_mode),
-                                 int(t_width * c.mlp_ratio), drop_path=rates[used + i], residual=c.temporal_residual)
-                for i in range(n_temporal)
-            ]
-            used += n_temporal
-            blocks.append(FrameBlock(local, global_, pool, temporal, None if has_cls else t_width))
-            has_cls = True
-        self.blocks = nn.ModuleList(blocks)
+        self.patch_embed, self.blocks, rates = frame_pathway(c, extra_depth=c.clip_depth)
         self.num_features = c.temporal_widths()[-1]
         self.clip_encoder = ClipEncoder(self.num_features, c.clip_dim, c.clip_depth, c.clip_heads, c.clip_mlp_dim,
-                                        c.num_frames, c.num_classes, c.clip_dim_head, c.drop_rate, rates[used:])
+                                        c.num_frames, c.num_classes, c.clip_dim_head, c.drop_rate, rates)
         init_weights(self, c.weight_init)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Frames ``(N, 3, H, W)`` -> tiny-patch grid ``(N, H / p, W / p, C)`` (zero-padded to a multiple of p)."""
-        p = self.config.patch_size
-        return self.patch_embed(F.pad(x, (0, (p - x.shape[-1] % p) % p, 0, (p - x.shape[-2] % p) % p)))
+        return embed_frames(self.patch_embed, self.config.patch_size, x)
 
     # Table 3's components, by the submodule (or parameter) name that holds each one.
     components = {"patch_embed": "patch embedding", "local": "ViLT (local)", "global_": "image LSH (global)",
@@ -310,11 +330,7 @@ class SCT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` -> per-frame [CLS] features ``(B, T, C)`` (Eq. 7's ``a'_{t,1}``)."""
-        frames = x.shape[2]
-        grid, cls = self.embed(rearrange(x, "b c t h w -> (b t) c h w")), None
-        for block in self.blocks:
-            grid, cls = block(grid, cls, frames)
-        return rearrange(cls, "(b t) c -> b t c", t=frames)
+        return frame_features(self.patch_embed, self.blocks, self.config.patch_size, x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Per-frame features ``(B, T, C)`` -> logits ``(B, num_classes)`` (clip encoder, Eq. 8)."""

@@ -35,6 +35,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from sct.errors import CheckpointError
+from sct.models.transfer import load_transfer
 from sct.models.vit_encoder import ViTEncoder, resize_pos_embed
 from sct.outputs import writing
 
@@ -60,7 +61,7 @@ class LoadReport:
     def __str__(self) -> str:
         lines = [f"{self.path}: loaded {len(self.loaded)} tensors"]
         for title, keys in (("missing (left at init)", self.missing),
-                            ("video-only (kept at their zero init)", self.new),
+                            ("new in this model (kept at their initialisation)", self.new),
                             ("unused from the checkpoint", self.unexpected)):
             if keys:
                 lines.append(f"  {title}: {len(keys)}: {', '.join(keys[:12])}{' ...' if len(keys) > 12 else ''}")
@@ -446,15 +447,14 @@ def load_timesformer_weights(model: nn.Module, path: str | os.PathLike, strict: 
 
 # ------------------------------------------------------------------------------------- dispatcher
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> LoadReport:
-    """Load ``path`` into ``model``: an ``sct`` checkpoint / safetensors state dict of this very model
-    (strict), TimeSformer weights, or image ViT weights for the ViT family."""
+    """Load ``path`` into ``model``: a checkpoint of the same family (this model, its image model, or the
+    same model for another class list or frame count: :mod:`sct.models.transfer`), TimeSformer weights,
+    or image ViT weights for the ViT family."""
     state = read_state_dict(path)
     own = model.state_dict()
     if len(own.keys() & state.keys()) >= len(own) / 2:
         report = LoadReport(str(path))
-        _load_into(model, state, report)
-        if report.missing or report.new or report.unexpected:
-            raise CheckpointError(f"{path} does not fit {type(model).__name__}:\n{report}")
+        load_transfer(model, state, path, report)
         log.info("%s", report)
         return report
     if _is_timesformer(state):
