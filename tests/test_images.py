@@ -177,7 +177,8 @@ def test_shard_stream_reads_each_sample_once_across_ranks_and_workers(image_set)
     total = sum(len(s) for s in shards)
     streams = [ShardStream(shards, IMAGE_CLASSES[:6], cfg, rank=r, world_size=2, micro_batch=2) for r in range(2)]
     slots = [s._run(w + 2 * r, 4) for r, s in enumerate(streams) for w in range(2)]
-    keys = [(m.shard, m.key) for run in slots for m in run]
+    keys = [(m.shard, m.key) for run in slots for _, m in run]
+    assert sorted(i for run in slots for i, _ in run) == sorted(set(i for run in slots for i, _ in run))
     assert len(keys) == len(set(keys)) == total - total % 4 and len({len(run) for run in slots}) == 1
     runs = []
     for epoch in range(1, 6):

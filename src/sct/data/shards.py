@@ -16,8 +16,10 @@ a map-style dataset (:class:`ShardImageDataset`), so ``sct eval`` shards them ov
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,39 @@ class Member:
     def read(self, handle) -> bytes:
         handle.seek(self.offset)
         return handle.read(self.size)
+
+
+# One read call per this many bytes of a shard: on a network file system every call is a round trip.
+READ_BLOCK = 4 << 20
+
+
+def read_members(members: Iterable[Member]) -> Iterator[tuple[Member, bytes]]:
+    """Each member's image bytes, in the given order. A run of members of one shard in file order is read
+    front to back in ``READ_BLOCK`` blocks (one open per run, the kernel told the access is sequential), so
+    the tar headers and labels between images cost no extra call."""
+    handle, current, block, start = None, None, b"", 0
+    try:
+        for member in members:
+            if member.shard != current:
+                if handle is not None:
+                    handle.close()
+                handle, current, block, start = _open_sequential(member.shard), member.shard, b"", 0
+            lo = member.offset - start
+            if lo < 0 or lo + member.size > len(block):
+                handle.seek(member.offset)
+                block, start, lo = handle.read(max(READ_BLOCK, member.size)), member.offset, 0
+            yield member, block[lo:lo + member.size]
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _open_sequential(path: str):
+    handle = open(path, "rb", buffering=0)
+    if hasattr(os, "posix_fadvise"):
+        # Doubles the kernel's read-ahead for this file: the next block is already on its way.
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return handle
 
 
 def index_shard(path: Path, num_classes: int) -> list[Member]:
@@ -135,8 +170,9 @@ class ShardImageDataset(ImageDataset):
 class ShardStream(IterableDataset):
     """Sequential, shuffled training reads over shards, split across ranks and loader workers (see above).
 
-    Yields the same item dicts as :class:`ImageDataset` training items. ``set_epoch`` picks the epoch;
-    ``skip_batches`` drops the first micro-batches of this rank's stream without decoding them (resume).
+    Yields the same item dicts as :class:`ImageDataset` training items, ``index`` being the sample id (see
+    :meth:`_run`). ``set_epoch`` picks the epoch; ``skip_batches`` drops the first micro-batches of this
+    rank's stream without decoding them (resume).
     """
 
     def __init__(self, shards: list[list[Member]], class_names: list[str], cfg, *, rank: int = 0,
@@ -162,14 +198,17 @@ class ShardStream(IterableDataset):
         slots = self.world_size * max(num_workers, 1)
         return self.num_videos // slots // self.micro_batch
 
-    def _run(self, slot: int, slots: int) -> list[Member]:
+    def _run(self, slot: int, slots: int) -> list[tuple[int, Member]]:
+        """``(sample id, member)`` of ``slot``'s contiguous run of the epoch's shard order; the id is the
+        sample's position in the shard list as given (shards in pattern order, members in file order)."""
         order = np.random.default_rng([self.cfg.seed, self.epoch]).permutation(len(self.shards))
+        first = np.cumsum([0] + [len(s) for s in self.shards])
         per_slot = self.num_videos // slots
         start, members, seen = slot * per_slot, [], 0
         for s in order:
             shard = self.shards[s]
             lo, hi = max(start - seen, 0), min(start + per_slot - seen, len(shard))
-            members += shard[lo:hi] if lo < hi else []
+            members += [(int(first[s]) + j, shard[j]) for j in range(lo, hi)]
             seen += len(shard)
         return members
 
@@ -183,33 +222,25 @@ class ShardStream(IterableDataset):
         members = self._run(slot, slots)[: self.batches_per_worker(workers) * self.micro_batch]
         skip = max(0, -(-(self.skip_batches - virtual) // workers)) * self.micro_batch
         rng = np.random.default_rng([self.cfg.seed, self.epoch, slot])
-        for count, (member, data, pool) in enumerate(self._shuffled(members, rng)):
+        for count, (sample, member, data, pool) in enumerate(self._shuffled(members, rng)):
             if count >= skip:
-                yield self._item(member, data, pool, slot, count)
+                yield self._item(sample, member, data, pool, slot, count)
 
-    def _shuffled(self, members: list[Member], rng: np.random.Generator):
-        """``(member, bytes, buffer)`` in buffer-shuffled order, reading each shard front to back."""
-        buffer: list[tuple[Member, bytes]] = []
-        handle, current = None, None
-        try:
-            for member in members:
-                if member.shard != current:
-                    if handle is not None:
-                        handle.close()
-                    handle, current = open(member.shard, "rb"), member.shard
-                buffer.append((member, member.read(handle)))
-                if len(buffer) >= self.cfg.shuffle_buffer:
-                    j = int(rng.integers(len(buffer)))
-                    buffer[j], buffer[-1] = buffer[-1], buffer[j]
-                    yield (*buffer.pop(), buffer)
-        finally:
-            if handle is not None:
-                handle.close()
+    def _shuffled(self, members: list[tuple[int, Member]], rng: np.random.Generator):
+        """``(sample id, member, bytes, buffer)`` in buffer-shuffled order, reading each shard front to back."""
+        buffer: list[tuple[int, Member, bytes]] = []
+        for (sample, _), (member, data) in zip(members, read_members(m for _, m in members)):
+            buffer.append((sample, member, data))
+            if len(buffer) >= self.cfg.shuffle_buffer:
+                j = int(rng.integers(len(buffer)))
+                buffer[j], buffer[-1] = buffer[-1], buffer[j]
+                yield (*buffer.pop(), buffer)
         for j in rng.permutation(len(buffer)):
             yield (*buffer[j], buffer)
 
-    def _item(self, member: Member, data: bytes, pool: list, slot: int, count: int) -> dict:
-        """A training item of ``member``; a bad image is replaced by a random sample of the buffer."""
+    def _item(self, sample: int, member: Member, data: bytes, pool: list, slot: int, count: int) -> dict:
+        """The training item of sample ``sample`` (``member``); a bad image is replaced by a random sample of
+        the buffer (the item keeps ``sample`` as its ``index``, as map-style datasets keep theirs)."""
         bad = []
         for attempt in range(self.cfg.max_replacements + 1):
             seq = np.random.SeedSequence([self.cfg.seed, self.epoch, slot, count, attempt])
@@ -220,10 +251,10 @@ class ShardStream(IterableDataset):
             except VideoDecodeError as err:
                 bad.append((member.name, str(err).removeprefix(f"{member.name}: ")))
                 if pool:
-                    member, data = pool[int(np.random.default_rng(seq).integers(len(pool)))]
+                    _, member, data = pool[int(np.random.default_rng(seq).integers(len(pool)))]
                 continue
-            return {"video": augment_image(crop, self.cfg, gen), "label": member.label, "index": count,
+            return {"video": augment_image(crop, self.cfg, gen), "label": member.label, "index": sample,
                     "view": 0, "ok": True, "bad": bad}
         size = self.cfg.crop_size
-        return {"video": torch.zeros(3, size, size), "label": member.label, "index": count, "view": 0, "ok": False,
+        return {"video": torch.zeros(3, size, size), "label": member.label, "index": sample, "view": 0, "ok": False,
                 "bad": bad}
