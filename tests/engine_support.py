@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from sct.config import load_config
@@ -54,3 +56,13 @@ def sct_command(*args: str) -> list[str]:
 def run_sct(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(sct_command(*args), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def write_shard(path: Path, samples: list[tuple[str, bytes]]) -> Path:
+    """A tar shard holding ``(member name, bytes)`` in order."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in samples:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

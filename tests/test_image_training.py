@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from engine_support import run_sct, synthetic_set, tiny_config
+import sct
+from engine_support import run_sct, synthetic_set, tiny_config, write_shard
 from sct.config import load_config
 from sct.data.synthetic_images import IMAGE_CLASSES, generate_images
 from sct.engine.metrics import read_metrics
 from sct.engine.train import train
-from sct.errors import ConfigError
+from sct.errors import AnnotationError, CheckpointError, ConfigError
+from sct.models.weights import save_weights
 
 SMALL_IMAGE_MODEL = ["model.name=sct_tiny_image", "model.embed_dim=16", "model.heads=[1, 1, 1, 1]"]
 
@@ -85,3 +88,31 @@ def test_image_checkpoint_starts_video_training_and_mixup_changes_the_loss(image
     assert runs["mixup"][0] != runs["plain"][0] and runs["pretrained"][0] != runs["plain"][0]
     report = capsys.readouterr().out
     assert "model.safetensors: loaded" in report and "new in this model" in report and "unused" in report
+
+
+def test_bad_image_inputs_are_errors_naming_the_file_and_leave_the_run_folder_as_it_was(images, tmp_path):
+    out = tmp_path / "run"
+    train(load_config(None, image_overrides(images, out, "model.chunk_size=4", "train.max_steps=2")))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    classes = tmp_path / "classes_plus_one.txt"
+    classes.write_text((images / "classes.txt").read_text() + "zebra_striped\n")
+    cls = (images / "classes.txt").read_text().splitlines()
+    png = (images / "train" / cls[0]).glob("*.png").__next__().read_bytes()
+    empty = write_shard(tmp_path / "empty.tar", [])
+    out_of_range = write_shard(tmp_path / "range.tar", [("000.png", png), ("000.cls", b"9\n")])
+    wide = tmp_path / "wide" / "model.safetensors"
+    save_weights(sct.create_model("sct_tiny_image", num_classes=4, embed_dim=48), wide)
+    cases = [
+        (AnnotationError, images / "train", "no folder for class(es) zebra_striped", [f"data.classes={classes}"]),
+        (AnnotationError, empty, "empty shard", ["data.format=shards", f"data.train={empty}"]),
+        (AnnotationError, out_of_range, "label 9 outside 0..3", ["data.format=shards", f"data.train={out_of_range}"]),
+        (CheckpointError, wide, "shape mismatch", [f"model.pretrained={wide}"]),
+    ]
+    for error, culprit, message, extra in cases:
+        # Resuming the finished run on broken inputs: the error must come before anything in it is touched.
+        cfg = load_config(None, image_overrides(images, out, "model.chunk_size=4", "train.max_steps=4",
+                                                "resume=auto", *extra))
+        with pytest.raises(error, match=re.escape(message)) as err:
+            train(cfg)
+        assert str(culprit) in str(err.value)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before, f"{message}: run folder changed"

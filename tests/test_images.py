@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from engine_support import write_shard
 from sct.data import images as images_module
 from sct.data.datasets import DataConfig, build_dataset, collate
 from sct.data.images import decode_boxes, draft_factor, read_image_folder, ten_crop_boxes
@@ -145,15 +146,6 @@ def test_missing_class_folder_and_foreign_folder_are_errors(tmp_path):
         read_image_folder(tmp_path / "train", ["cat", "dog"], "train")
     with pytest.raises(AnnotationError, match="not in the class list"):
         read_image_folder(tmp_path / "train", ["dog"], "val")
-
-
-def write_shard(path, samples):
-    with tarfile.open(path, "w") as tar:
-        for name, data in samples:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def test_bad_shards_are_errors_naming_the_file(tmp_path):
