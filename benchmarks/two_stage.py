@@ -7,8 +7,8 @@
    for ``--epochs`` (the fine-tuning budget both starts share), for each of ``--seeds``.
 
 At most ``--jobs`` runs go at once (one torch thread each); a scratch run does not wait for the
-pretraining. Each finished run leaves ``two_stage.json`` in its folder and is not run again, so an
-interrupted invocation picks up where it stopped.
+pretraining. Each finished run leaves ``two_stage.json`` in its folder and is not run again; an
+interrupted one resumes from its last checkpoint (``resume=auto``), so a rerun picks up where it stopped.
 
 Reported per run: validation top-1 after every epoch, the optimiser step at which it first reaches
 ``--target`` (90%), and test top-1 with the demo's views. ``results.json`` in ``--work`` holds everything;
@@ -46,7 +46,7 @@ RESULT = "two_stage.json"
 
 def pretrain_config(args, data: Path, out: Path) -> dict:
     return {
-        "output_dir": str(out), "seed": args.pretrain_seed,
+        "output_dir": str(out), "seed": args.pretrain_seed, "resume": "auto",
         "model": {"name": "sct_tiny_image", "chunk_size": 8},
         "data": {"root": str(data), "format": "imagefolder", "train": "train", "val": "val", "test": "test",
                  "crop_size": 32, "train_crop": "resized", "rrc_scale": [0.6, 1.0], "flip": True},
@@ -61,7 +61,7 @@ def pretrain_config(args, data: Path, out: Path) -> dict:
 def finetune_config(args, data: Path, out: Path, seed: int, pretrained: Path | None) -> dict:
     raw = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     raw.pop("synthetic")
-    raw.update(output_dir=str(out), seed=seed)
+    raw.update(output_dir=str(out), seed=seed, resume="auto")
     raw["model"]["pretrained"] = str(pretrained) if pretrained else None
     raw["data"]["root"] = str(data)
     raw["train"].update(epochs=args.epochs, num_threads=1)
