@@ -15,7 +15,7 @@ from engine_support import CLASSES, synthetic_set, tiny_config
 from sct import create_model
 from sct.cli import main as cli_main
 from sct.deploy.reuse import CausalReuse, CyclicReuse, Recompute, receptive_field, window_classifier
-from sct.deploy.source import Resampler
+from sct.deploy.source import Resampler, StreamEnd, read_frames
 from sct.deploy.stream import FramePipeline, stream
 from sct.engine.checkpoint import model_from_checkpoint
 from sct.engine.evaluate import checkpoint_run_config
@@ -97,6 +97,29 @@ def test_resampler_picks_the_frame_on_screen_at_each_tick():
         picked += resampler.push(i / 10, i)
     picked += resampler.flush(0.1)
     assert [(k, round(t, 2), f) for k, t, f in picked] == [(0, 0.0, 0), (1, 0.25, 2), (2, 0.5, 5), (3, 0.75, 7)]
+
+
+def _end_of(path):
+    frames = read_frames(str(path))
+    count = 0
+    while True:
+        try:
+            next(frames)
+            count += 1
+        except StopIteration as stop:
+            return count, stop.value
+
+
+def test_whole_files_end_normally_whatever_their_timing(tmp_path):
+    """The truncation check must not flag whole files: variable frame rate with a long gap, and Matroska."""
+    vfr = write_video(tmp_path / "vfr.mp4", num_frames=5, times=[0.0, 0.1, 0.2, 0.3, 2.0])
+    mkv = write_video(tmp_path / "whole.mkv", num_frames=40, fps=10, gop=5)
+    assert _end_of(vfr) == (5, StreamEnd("ended", "the source has no more frames", 5, 0))
+    assert _end_of(mkv)[1].reason == "ended"
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(mkv.read_bytes()[: mkv.stat().st_size * 6 // 10])
+    count, end = _end_of(cut)
+    assert end.reason == "broke" and 0 < count < 40
 
 
 @pytest.fixture(scope="module")

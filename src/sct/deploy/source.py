@@ -78,16 +78,16 @@ class _Reader(threading.Thread):
         # The thread owns the container: a stalled source may block it inside a read, where closing the
         # container from another thread would pull the buffers from under it.
         end = StreamEnd("ended", "the source has no more frames")
-        last = None
+        shown = 0.0  # seconds up to which decoded frames cover the file
         try:
             for frame in self.container.decode(self.stream):
                 if self.stop.is_set():
                     return
                 if frame.time is None:
                     continue
-                last = float(frame.time)
-                self._put((last, frame.to_ndarray(format="rgb24")))
-            cut = None if self.live else truncation(self.container, self.stream, last)
+                shown = float(frame.time) + (float(frame.duration * frame.time_base) if frame.duration else 0.0)
+                self._put((float(frame.time), frame.to_ndarray(format="rgb24")))
+            cut = None if self.live else truncation(self.container, self.stream, shown)
             if cut:
                 end = StreamEnd("broke", cut)
         except Exception as err:  # noqa: BLE001 - any failure mid-read ends the stream as broken, never silently
@@ -97,11 +97,12 @@ class _Reader(threading.Thread):
         self._put(end)
 
 
-def truncation(container, stream, last: float | None) -> str | None:
-    """Why a file that decoded to its end without an error was cut short, or None: its last frame (at
-    ``last`` seconds) lies more than :data:`MISSING_TAIL_FRAMES` frame periods before the end its header
-    declares (the video stream's duration, or the container's when the video is its only stream).
-    FFmpeg reads a truncated MP4 or Matroska file to the cut and reports a normal end."""
+def truncation(container, stream, shown: float) -> str | None:
+    """Why a file that decoded to its end without an error was cut short, or None: its frames cover it up to
+    ``shown`` seconds (the last one's time plus its duration), more than :data:`MISSING_TAIL_FRAMES` frame
+    periods before the end its header declares (the video stream's duration, or the container's when the
+    video is its only stream). FFmpeg reads a truncated MP4 or Matroska file to the cut and reports a normal
+    end."""
     base = stream.time_base
     if stream.duration and base:
         declared = float((stream.duration + (stream.start_time or 0)) * base)
@@ -111,7 +112,6 @@ def truncation(container, stream, last: float | None) -> str | None:
         return None
     rate = stream.average_rate or stream.guessed_rate
     period = 1.0 / float(rate) if rate else 0.1
-    shown = (last + period) if last is not None else 0.0
     if declared - shown <= MISSING_TAIL_FRAMES * period:
         return None
     return (f"the file stops at {shown:.2f} s of the {declared:.2f} s its header declares "
