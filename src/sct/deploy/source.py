@@ -2,7 +2,8 @@
 
 A reader thread demuxes and decodes into a bounded queue; :func:`read_frames` yields ``(time, image)``
 from it and ends with a :class:`StreamEnd` saying why: the source ``ended``, ``stalled`` (no frame for
-``stall_timeout`` seconds) or ``broke`` (a demux/decode error mid-stream, with its message). A file is
+``stall_timeout`` seconds) or ``broke`` (a demux/decode error mid-stream, with its message, or a file whose
+frames stop well before the duration its header declares: :func:`truncation`). A file is
 read without loss; a live source drops its oldest queued frames when the consumer falls behind.
 :class:`Resampler` turns the arriving frames into frames at the model's rate.
 """
