@@ -8,8 +8,9 @@ kernels: hashing is a matmul and an argmax, the sort an ``argsort`` of ``bucket 
 keys, so any sort is stable), rows are moved by index (row gathers of whole vectors), the chunks ``roll``.
 A tracer records it as ONNX MatMul / ArgMax / TopK / Gather / ScatterElements ops whose shapes follow the
 batch size. It holds every chunk's logits at once, ``O(L * window)`` memory, where the blocked version
-keeps ``O(L)``; its operations are picked for onnxruntime's CPU kernels (benchmarks/deploy_speed.py): no
-op over the logits beyond the two matmuls, one mask, the max, exp and sum.
+keeps ``O(L)``; its operations are picked for onnxruntime's CPU kernels (benchmarks/onnx_profile.py): over
+the logits, only the two matmuls, one mask addition (a constant diagonal outside round-crossing chunks),
+one Softmax and two max reductions.
 """
 
 from __future__ import annotations
