@@ -15,14 +15,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sct.models.attention.lsh import _MASK_VALUES
+from sct.models.attention.lsh import _MASK_VALUES, bucket_count, bucket_factors
 
 
-def _hash(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Buckets ``(B, H, R, L)`` of ``x`` ``(B, H, L, d)``: argmax over ``[x R, -x R]`` per round."""
+def _hash(x: torch.Tensor, rotations: torch.Tensor, factors: tuple[int, ...]) -> torch.Tensor:
+    """Buckets ``(B, H, R, L)`` of ``x`` ``(B, H, L, d)``: per round and factor ``n_i``, the argmax over
+    ``[x R_i, -x R_i]`` on that factor's ``n_i / 2`` columns, combined as ``b_1 + n_1 b_2 + ...``."""
     rounds, half = rotations.shape[2:]
-    rotated = (x @ rotations.flatten(2)).unflatten(-1, (rounds, half)).transpose(2, 3)  # (B, H, R, L, n_b/2)
-    return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)
+    rotated = (x @ rotations.flatten(2)).unflatten(-1, (rounds, half)).transpose(2, 3)  # (B, H, R, L, half)
+    buckets, column, scale = 0, 0, 1
+    for factor in factors:
+        part = rotated[..., column:column + factor // 2]
+        buckets = buckets + scale * torch.cat([part, -part], dim=-1).argmax(dim=-1)
+        column, scale = column + factor // 2, scale * factor
+    return buckets
 
 
 def _look_around(chunks: torch.Tensor, before: int, after: int) -> torch.Tensor:
@@ -33,10 +39,11 @@ def _look_around(chunks: torch.Tensor, before: int, after: int) -> torch.Tensor:
     return torch.cat(parts, dim=2)
 
 
-def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int, n_buckets: int, chunk_length: int,
-                             rotations: torch.Tensor, chunks_before: int = 1, chunks_after: int = 0,
-                             key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``qk``, ``v`` ``(B, H, L, d_h)``, ``rotations`` ``(H, d_h, n_hashes, n_buckets // 2)``,
+def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int, n_buckets: int | tuple[int, ...],
+                             chunk_length: int, rotations: torch.Tensor, chunks_before: int = 1,
+                             chunks_after: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``qk``, ``v`` ``(B, H, L, d_h)``, ``rotations`` ``(H, d_h, n_hashes, sum(factors) // 2)`` for ``n_buckets``
+    an int or its factors (see ``lsh_attention``),
     ``key_padding_mask`` ``(B, L)`` bool (True = padding) -> ``(B, H, L, d_h)``."""
     bsz, heads, seq_len, dim_head = qk.shape[0], int(qk.shape[1]), int(qk.shape[2]), int(qk.shape[3])
     dense = seq_len <= chunk_length
@@ -50,9 +57,9 @@ def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int
     if dense:
         order = positions.view(1, 1, 1, padded).expand(bsz, heads, 1, padded)
     else:
-        buckets = _hash(x, rotations.to(x.dtype))  # (B, H, R, Lp)
+        buckets = _hash(x, rotations.to(x.dtype), bucket_factors(n_buckets))  # (B, H, R, Lp)
         # Padding goes to a bucket after every real one, as in the blocked version.
-        buckets = torch.where(pad[:, None, None, :], n_buckets, buckets)
+        buckets = torch.where(pad[:, None, None, :], bucket_count(n_buckets), buckets)
         order = torch.argsort(buckets * padded + positions, dim=-1)  # (B, H, R, Lp), stable by construction
     order = order.flatten(2)  # (B, H, R * Lp): round r's slots are positions of round r's sort
     index = order.unsqueeze(-1).expand(-1, -1, -1, dim_head)
