@@ -17,6 +17,9 @@ TimeSformer).
 resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before the first step) over the
 resident set once the model and the clip are built: activations, gradients and AdamW's state.
 
+``--protocol profile``: where SCT-S's time goes in a training step and in inference (this checkout only;
+``torch.profiler``, self time per operator).
+
 ``--protocol lsh``: the image LSH attention of SCT-S's first block (8 frames x 3137 tokens, 6 heads of
 16, 64 buckets, 2 rounds) forward + backward, before and after, both in this process, calls alternating;
 best of ``--rounds`` calls each.
@@ -24,8 +27,9 @@ best of ``--rounds`` calls each.
     .venv/bin/python benchmarks/training_speed.py --protocol steps           # writes docs/benchmarks.md
     .venv/bin/python benchmarks/training_speed.py --protocol steps --batch 4
     .venv/bin/python benchmarks/training_speed.py --protocol inference
-    .venv/bin/python benchmarks/training_speed.py --protocol checkpointing
+    .venv/bin/python benchmarks/training_speed.py --protocol checkpointing --models sct_s,sct_m   # then sct_l
     .venv/bin/python benchmarks/training_speed.py --protocol lsh
+    .venv/bin/python benchmarks/training_speed.py --protocol profile --threads 2
 """
 
 from __future__ import annotations
@@ -195,20 +199,28 @@ def inference_protocol(args, trees) -> tuple[str, dict]:
 
 
 def checkpointing_protocol(args, trees) -> tuple[str, dict]:
+    """``--models`` measures some models and keeps the other rows of the last run (from the JSON beside the
+    doc, when it is of the same clip), so a long table can be made in several locked runs."""
     models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
-    jobs = {}
+    saved = Path(args.doc).with_name("training_checkpointing.json")
+    clip = f"{args.frames}x{args.size}"
+    previous = json.loads(saved.read_text()) if saved.exists() and not args.no_doc else {}
+    rows = previous.get("rows", {}) if previous.get("clip") == clip else {}
     for m in models:
-        jobs[m] = _job(m, args)
-        jobs[m + " +ckpt"] = _job(m, args, checkpointing=True)
-    best = measure({"after": trees["after"]}, jobs, args.rounds, args.timeout)
-    rows = []
-    for m in models:
-        plain, ckpt = best[f"after/{m}"], best[f"after/{m} +ckpt"]
-        rows.append([m, f"{plain['best_s']:.1f}", f"{ckpt['best_s']:.1f}", f"{ckpt['best_s'] / plain['best_s']:.2f}x",
-                     f"{plain['peak_bytes'] / 2**20:.0f}", f"{ckpt['peak_bytes'] / 2**20:.0f}",
-                     f"{ckpt['peak_bytes'] / plain['peak_bytes']:.2f}x"])
-    return markdown_table(["model", "step s", "step s, checkpointing", "time", "peak MiB", "peak MiB, checkpointing",
-                           "memory"], rows), best
+        load = os.getloadavg()[0]
+        jobs = {m: _job(m, args), m + " +ckpt": _job(m, args, checkpointing=True)}
+        best = measure({"after": trees["after"]}, jobs, args.rounds, args.timeout)
+        rows[m] = {"plain": best[f"after/{m}"], "ckpt": best[f"after/{m} +ckpt"], "load": load,
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    table = []
+    for m, row in sorted(rows.items()):
+        plain, ckpt = row["plain"], row["ckpt"]
+        table.append([m, f"{plain['best_s']:.1f}", f"{ckpt['best_s']:.1f}", f"{ckpt['best_s'] / plain['best_s']:.2f}x",
+                      f"{plain['peak_bytes'] / 2**20:.0f}", f"{ckpt['peak_bytes'] / 2**20:.0f}",
+                      f"{ckpt['peak_bytes'] / plain['peak_bytes']:.2f}x", f"{row['load']:.1f}", row["date"]])
+    text = markdown_table(["model", "step s", "step s, checkpointing", "time", "peak MiB", "peak MiB, checkpointing",
+                           "memory", "load at start", "measured"], table)
+    return text, {"clip": clip, "rows": rows}
 
 
 def lsh_protocol(args, trees) -> tuple[str, dict]:
@@ -238,8 +250,52 @@ def lsh_protocol(args, trees) -> tuple[str, dict]:
     return markdown_table(["ms before", "ms after", "speed-up"], [row]), best
 
 
+def profile_protocol(args, trees) -> tuple[str, dict]:
+    """Where SCT-S's time goes: ``torch.profiler`` over one training step and one inference forward of this
+    checkout (after a warm-up each), self time per operator, the largest ones and the rest."""
+    import torch
+    from torch.profiler import profile
+
+    import sct
+
+    torch.set_num_threads(args.threads)
+    model = sct.create_model("sct_s", num_frames=args.frames, img_size=args.size)
+    clip = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train() -> None:
+        model.train()
+        torch.nn.functional.cross_entropy(model(clip), torch.full((args.batch,), 7)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def infer() -> None:
+        model.eval()
+        with torch.inference_mode():
+            model(clip)
+
+    shares, totals = {}, {}
+    for name, fn in (("training step", train), ("inference", infer)):
+        fn()
+        with profile() as prof:
+            start = time.perf_counter()
+            fn()
+            totals[name] = time.perf_counter() - start
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        shares[name] = sorted(((e.self_cpu_time_total / total, e.key, e.count) for e in events), reverse=True)
+    lines = []
+    for name, rows in shares.items():
+        top = rows[:args.top]
+        table = [[f"{100 * share:.1f}%", f"`{op}`", count] for share, op, count in top]
+        table.append([f"{100 * sum(r[0] for r in rows[args.top:]):.1f}%", "everything else", ""])
+        lines += [f"**{name}**, {totals[name]:.2f} s under the profiler (self time per operator):",
+                  "", markdown_table(["share", "operator", "calls"], table), ""]
+    return "\n".join(lines), {k: [list(r) for r in v[:args.top]] for k, v in shares.items()}
+
+
 PROTOCOLS = {"steps": (steps_protocol, 8), "inference": (inference_protocol, 8),
-             "checkpointing": (checkpointing_protocol, 24), "lsh": (lsh_protocol, 8)}
+             "checkpointing": (checkpointing_protocol, 24), "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="clips per step (steps and inference protocols)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timed steps per process after one warm-up")
+    parser.add_argument("--top", type=int, default=14, help="profile protocol: operators listed per table")
     parser.add_argument("--models", default=None, help="checkpointing protocol: comma-separated models")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
@@ -283,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
 TITLES = {"steps": "Training steps: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
           "inference": "Inference: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
           "checkpointing": "Gradient checkpointing: peak memory and time of a training step at 24x224",
-          "lsh": "Image LSH attention, forward + backward, before and after"}
+          "lsh": "Image LSH attention, forward + backward, before and after",
+          "profile": "Where SCT-S's time goes"}
 
 
 if __name__ == "__main__":
