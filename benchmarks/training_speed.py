@@ -181,11 +181,13 @@ def steps_protocol(args, trees, inference: bool = False) -> tuple[str, dict]:
         before, after = best[f"before/{m}"], best[f"after/{m}"]
         flops = per_mac * after["macs"] * args.batch
         rows.append([m, f"{after['macs'] / 1e9:.1f}", f"{before['best_s']:.2f}", f"{after['best_s']:.2f}",
-                     f"{before['best_s'] / after['best_s']:.2f}x", _rate(before, flops), _rate(after, flops),
-                     f"{before['peak_bytes'] / 2**20:.0f} / {after['peak_bytes'] / 2**20:.0f}"])
+                     f"{before['best_s'] / after['best_s']:.2f}x", _rate(before, flops), _rate(after, flops)]
+                    # Inference frees as it goes: its peak is noise around the resident set, so not shown.
+                    + ([] if inference else [f"{before['peak_bytes'] / 2**20:.0f} / "
+                                             f"{after['peak_bytes'] / 2**20:.0f}"]))
     table = markdown_table(["model", "GMACs/clip", f"{what} s (before)", f"{what} s (after)", "speed-up",
-                            "GFLOP/s before (% of matmul)", "GFLOP/s after (% of matmul)",
-                            "peak MiB (before / after)"], rows)
+                            "GFLOP/s before (% of matmul)", "GFLOP/s after (% of matmul)"]
+                           + ([] if inference else ["peak MiB (before / after)"]), rows)
     lines = [table, ""]
     s_macs = best["after/sct_s"]["macs"]
     for peer in ("xvit_b16", "hf:timesformer"):
