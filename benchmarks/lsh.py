@@ -204,7 +204,8 @@ def report(lengths, times, memory, cross_at, growth, plot_name: str) -> str:
              mib(memory["ours", n]), mib(memory["hf", n]), mib(memory["sdpa", n]),
              f"{memory['ours', n] / max(memory['sdpa', n], 1):.2f}x"] for n in lengths]
     table = markdown_table(["L", "n_buckets", "ours ms", "HF ms", "HF unfactorised ms", "SDPA ms", "HF / ours",
-                            "HF unfactorised / ours", "ours MiB", "HF MiB", "SDPA MiB", "ours / SDPA mem"], rows)
+                            "HF unfactorised / ours", "SDPA / ours", "ours MiB", "HF MiB", "SDPA MiB",
+                            "ours / SDPA mem"], rows)
     longest = lengths[-1]
     last_doubling = (times["ours", longest] / times["ours", longest // 4]) ** 0.5 if longest // 4 in lengths else None
     cross = "never within the lengths measured" if cross_at is None else f"L ≈ {cross_at:.0f}"
@@ -216,7 +217,8 @@ def report(lengths, times, memory, cross_at, growth, plot_name: str) -> str:
         "`n_buckets` follows Hugging Face's rule, factorised above its limit, and the same buckets are given to "
         "both LSH implementations; \"HF unfactorised\" is the reference with the power of two as one factor "
         "(what this table compared against before the factorised hashing).",
-        f"Reproduce: `.venv/bin/python benchmarks/lsh.py --threads {torch.get_num_threads()}`."
+        f"Reproduce: `.venv/bin/python benchmarks/lsh.py --threads {torch.get_num_threads()}"
+        + ("" if lengths == TABLE_LENGTHS else f" --lengths {' '.join(map(str, lengths))}") + "`."
         + (" One torch thread because the two cores were shared with other jobs during the run: with two threads "
            "on a busy machine every OpenMP region waits for a time slice, which distorts code made of many small "
            "operations (ours, block by block) far more than a few large ones." if torch.get_num_threads() == 1
