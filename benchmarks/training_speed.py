@@ -1,24 +1,35 @@
 """Training steps before and after a change, and gradient checkpointing's memory and time cost.
 
-``--protocol steps``: one training step (forward, cross-entropy, backward, AdamW) at fp32, batch 1, for
-SCT-S, X-ViT and Hugging Face's TimeSformer, each run with the code of two source trees: ``before`` (the
+``--protocol steps``: one training step (forward, cross-entropy, backward, AdamW) at fp32, batch ``--batch``,
+for SCT-S, X-ViT and Hugging Face's TimeSformer, each run with the code of two source trees: ``before`` (the
 ``src`` of a git ref, exported with ``git archive``) and ``after`` (this checkout). Every (tree, model)
 runs in its own process, and the processes of one round alternate, so both trees meet the same load on
 this shared machine; each number is the best step over all rounds. The FLOP ratios of the models bound
-what the time ratios can be; the table sets them side by side.
+what the time ratios can be; the table sets them side by side. Each process also times a 2048 x 2048
+matmul before and after its steps (the better of the two), so every model's GFLOP/s is read against the
+matmul rate its own process met.
+
+``--protocol inference``: the same, for one forward pass in inference mode (SCT-S, X-ViT, Hugging Face's
+TimeSformer).
 
 ``--protocol checkpointing``: SCT-S/M/L at 24x224 (the paper's clip), batch 1, with and without
 ``grad_checkpointing``: step time and peak memory. Memory on a CPU is the growth of the process's peak
 resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before the first step) over the
 resident set once the model and the clip are built: activations, gradients and AdamW's state.
 
+``--protocol profile``: where SCT-S's time goes in a training step and in inference (this checkout only;
+``torch.profiler``, self time per operator).
+
 ``--protocol lsh``: the image LSH attention of SCT-S's first block (8 frames x 3137 tokens, 6 heads of
 16, 64 buckets, 2 rounds) forward + backward, before and after, both in this process, calls alternating;
 best of ``--rounds`` calls each.
 
     .venv/bin/python benchmarks/training_speed.py --protocol steps           # writes docs/benchmarks.md
-    .venv/bin/python benchmarks/training_speed.py --protocol checkpointing
+    .venv/bin/python benchmarks/training_speed.py --protocol steps --batch 4
+    .venv/bin/python benchmarks/training_speed.py --protocol inference
+    .venv/bin/python benchmarks/training_speed.py --protocol checkpointing --models sct_s,sct_m   # then sct_l
     .venv/bin/python benchmarks/training_speed.py --protocol lsh
+    .venv/bin/python benchmarks/training_speed.py --protocol profile --threads 2
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,19 +57,22 @@ def _worker(job: dict) -> dict:
     import torch
 
     from sct.analysis.bench import PeakMemory, memory_now
+    from sct.analysis.hardware import matmul_gflops
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     step = _lsh_step(job) if job["model"] == "lsh" else _model_step(job)
     baseline = memory_now("cpu")
     times = []
+    matmul = matmul_gflops(repeats=3)
     with PeakMemory("cpu", baseline) as memory:
         step()  # warm-up; creates the gradients and the optimiser's state
         for _ in range(job["repeats"]):
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
-    return {"times_s": times, "peak_bytes": memory.peak, "macs": job.get("macs")}
+    return {"times_s": times, "peak_bytes": memory.peak, "macs": job.get("macs"),
+            "matmul_gflops": max(matmul, matmul_gflops(repeats=3))}
 
 
 def _model_step(job: dict):
@@ -68,11 +83,18 @@ def _model_step(job: dict):
 
     extra = {"grad_checkpointing": True} if job["checkpointing"] else {}
     model = build_model(job["model"], num_classes=400, num_frames=job["frames"], img_size=job["size"], **extra)
-    clip = torch.randn(1, 3, job["frames"], job["size"], job["size"], generator=torch.Generator().manual_seed(0))
-    job["macs"] = count_macs(model.eval(), clip)[0]
+    batch = job.get("batch", 1)
+    clip = torch.randn(batch, 3, job["frames"], job["size"], job["size"], generator=torch.Generator().manual_seed(0))
+    if job.get("count_macs", True):
+        job["macs"] = count_macs(model.eval(), clip[:1])[0]
+    if job.get("inference"):
+        def forward() -> None:
+            with torch.inference_mode():
+                model(clip)
+        return forward
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    label = torch.tensor([7])
+    label = torch.full((batch,), 7)
 
     def step() -> None:
         torch.nn.functional.cross_entropy(model(clip), label).backward()
@@ -140,45 +162,68 @@ def measure(trees: dict[str, Path], jobs: dict[str, dict], rounds: int, timeout:
 
 def _job(model: str, args, **extra) -> dict:
     return {"model": model, "frames": args.frames, "size": args.size, "threads": args.threads,
-            "repeats": args.repeats, "checkpointing": False, **extra}
+            "repeats": args.repeats, "checkpointing": False, "batch": args.batch, **extra}
 
 
-def steps_protocol(args, trees) -> tuple[str, dict]:
+def _rate(result: dict, flops: float) -> str:
+    """Achieved GFLOP/s and its share of the matmul rate measured in the same process."""
+    gflops = flops / result["best_s"] / 1e9
+    return f"{gflops:.0f} ({100 * gflops / result['matmul_gflops']:.0f}%)"
+
+
+def steps_protocol(args, trees, inference: bool = False) -> tuple[str, dict]:
+    """``inference``: forward passes in inference mode instead of training steps."""
     models = ["sct_s", "xvit_b16", "hf:timesformer"]
-    best = measure(trees, {m: _job(m, args) for m in models}, args.rounds, args.timeout)
+    best = measure(trees, {m: _job(m, args, inference=inference) for m in models}, args.rounds, args.timeout)
     rows = []
+    what, per_mac = ("forward", 2) if inference else ("step", 6)
     for m in models:
         before, after = best[f"before/{m}"], best[f"after/{m}"]
-        flops = 6 * after["macs"]
+        flops = per_mac * after["macs"] * args.batch
         rows.append([m, f"{after['macs'] / 1e9:.1f}", f"{before['best_s']:.2f}", f"{after['best_s']:.2f}",
-                     f"{before['best_s'] / after['best_s']:.2f}x", f"{flops / after['best_s'] / 1e9:.0f}",
-                     f"{before['peak_bytes'] / 2**20:.0f} / {after['peak_bytes'] / 2**20:.0f}"])
-    table = markdown_table(["model", "GMACs/clip", "step s (before)", "step s (after)", "speed-up", "GFLOP/s (after)",
-                            "peak MiB (before / after)"], rows)
+                     f"{before['best_s'] / after['best_s']:.2f}x", _rate(before, flops), _rate(after, flops)]
+                    # Inference frees as it goes: its peak is noise around the resident set, so not shown.
+                    + ([] if inference else [f"{before['peak_bytes'] / 2**20:.0f} / "
+                                             f"{after['peak_bytes'] / 2**20:.0f}"]))
+    table = markdown_table(["model", "GMACs/clip", f"{what} s (before)", f"{what} s (after)", "speed-up",
+                            "GFLOP/s before (% of matmul)", "GFLOP/s after (% of matmul)"]
+                           + ([] if inference else ["peak MiB (before / after)"]), rows)
     lines = [table, ""]
     s_macs = best["after/sct_s"]["macs"]
     for peer in ("xvit_b16", "hf:timesformer"):
         ratio = {t: best[f"{t}/sct_s"]["best_s"] / best[f"{t}/{peer}"]["best_s"] for t in ("before", "after")}
-        lines.append(f"- SCT-S step / {peer} step: {ratio['before']:.2f} before, **{ratio['after']:.2f}** after; "
+        lines.append(f"- SCT-S {what} / {peer} {what}: {ratio['before']:.2f} before, **{ratio['after']:.2f}** after; "
                      f"the FLOP ratio allows {s_macs / best[f'after/{peer}']['macs']:.2f}.")
     return "\n".join(lines), best
 
 
+def inference_protocol(args, trees) -> tuple[str, dict]:
+    return steps_protocol(args, trees, inference=True)
+
+
 def checkpointing_protocol(args, trees) -> tuple[str, dict]:
+    """``--models`` measures some models and keeps the other rows of the last run (from the JSON beside the
+    doc, when it is of the same clip), so a long table can be made in several locked runs."""
     models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
-    jobs = {}
+    saved = Path(args.doc).with_name("training_checkpointing.json")
+    clip = f"{args.frames}x{args.size}"
+    previous = json.loads(saved.read_text()) if saved.exists() and not args.no_doc else {}
+    rows = previous.get("rows", {}) if previous.get("clip") == clip else {}
     for m in models:
-        jobs[m] = _job(m, args)
-        jobs[m + " +ckpt"] = _job(m, args, checkpointing=True)
-    best = measure({"after": trees["after"]}, jobs, args.rounds, args.timeout)
-    rows = []
-    for m in models:
-        plain, ckpt = best[f"after/{m}"], best[f"after/{m} +ckpt"]
-        rows.append([m, f"{plain['best_s']:.1f}", f"{ckpt['best_s']:.1f}", f"{ckpt['best_s'] / plain['best_s']:.2f}x",
-                     f"{plain['peak_bytes'] / 2**20:.0f}", f"{ckpt['peak_bytes'] / 2**20:.0f}",
-                     f"{ckpt['peak_bytes'] / plain['peak_bytes']:.2f}x"])
-    return markdown_table(["model", "step s", "step s, checkpointing", "time", "peak MiB", "peak MiB, checkpointing",
-                           "memory"], rows), best
+        load = os.getloadavg()[0]
+        jobs = {m: _job(m, args, count_macs=False), m + " +ckpt": _job(m, args, checkpointing=True, count_macs=False)}
+        best = measure({"after": trees["after"]}, jobs, args.rounds, args.timeout)
+        rows[m] = {"plain": best[f"after/{m}"], "ckpt": best[f"after/{m} +ckpt"], "load": load,
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    table = []
+    for m, row in sorted(rows.items()):
+        plain, ckpt = row["plain"], row["ckpt"]
+        table.append([m, f"{plain['best_s']:.1f}", f"{ckpt['best_s']:.1f}", f"{ckpt['best_s'] / plain['best_s']:.2f}x",
+                      f"{plain['peak_bytes'] / 2**20:.0f}", f"{ckpt['peak_bytes'] / 2**20:.0f}",
+                      f"{ckpt['peak_bytes'] / plain['peak_bytes']:.2f}x", f"{row['load']:.1f}", row["date"]])
+    text = markdown_table(["model", "step s", "step s, checkpointing", "time", "peak MiB", "peak MiB, checkpointing",
+                           "memory", "load at start", "measured"], table)
+    return text, {"clip": clip, "rows": rows}
 
 
 def lsh_protocol(args, trees) -> tuple[str, dict]:
@@ -208,7 +253,52 @@ def lsh_protocol(args, trees) -> tuple[str, dict]:
     return markdown_table(["ms before", "ms after", "speed-up"], [row]), best
 
 
-PROTOCOLS = {"steps": (steps_protocol, 8), "checkpointing": (checkpointing_protocol, 24), "lsh": (lsh_protocol, 8)}
+def profile_protocol(args, trees) -> tuple[str, dict]:
+    """Where SCT-S's time goes: ``torch.profiler`` over one training step and one inference forward of this
+    checkout (after a warm-up each), self time per operator, the largest ones and the rest."""
+    import torch
+    from torch.profiler import profile
+
+    import sct
+
+    torch.set_num_threads(args.threads)
+    model = sct.create_model("sct_s", num_frames=args.frames, img_size=args.size)
+    clip = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train() -> None:
+        model.train()
+        torch.nn.functional.cross_entropy(model(clip), torch.full((args.batch,), 7)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def infer() -> None:
+        model.eval()
+        with torch.inference_mode():
+            model(clip)
+
+    shares, totals = {}, {}
+    for name, fn in (("training step", train), ("inference", infer)):
+        fn()
+        with profile() as prof:
+            start = time.perf_counter()
+            fn()
+            totals[name] = time.perf_counter() - start
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        shares[name] = sorted(((e.self_cpu_time_total / total, e.key, e.count) for e in events), reverse=True)
+    lines = []
+    for name, rows in shares.items():
+        top = rows[:args.top]
+        table = [[f"{100 * share:.1f}%", f"`{op}`", count] for share, op, count in top]
+        table.append([f"{100 * sum(r[0] for r in rows[args.top:]):.1f}%", "everything else", ""])
+        lines += [f"**{name}**, {totals[name]:.2f} s under the profiler (self time per operator):",
+                  "", markdown_table(["share", "operator", "calls"], table), ""]
+    return "\n".join(lines), {k: [list(r) for r in v[:args.top]] for k, v in shares.items()}
+
+
+PROTOCOLS = {"steps": (steps_protocol, 8), "inference": (inference_protocol, 8),
+             "checkpointing": (checkpointing_protocol, 24), "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=None, help="clip length (default: 8, or 24 for checkpointing)")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help="clips per step (steps and inference protocols)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timed steps per process after one warm-up")
+    parser.add_argument("--top", type=int, default=14, help="profile protocol: operators listed per table")
     parser.add_argument("--models", default=None, help="checkpointing protocol: comma-separated models")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
@@ -228,24 +320,31 @@ def main(argv: list[str] | None = None) -> int:
     protocol, frames = PROTOCOLS[args.protocol]
     args.frames = args.frames or frames
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"before": export_tree(args.before, Path(tmp)), "after": ROOT / "src"}
+        # The checkout's src is copied, so edits made while a long run goes on do not leak into it.
+        after = shutil.copytree(ROOT / "src", Path(tmp) / "after" / "src")
+        trees = {"before": export_tree(args.before, Path(tmp)), "after": after}
         load = os.getloadavg()[0]
         text, best = protocol(args, trees)
-    head = (f"`python benchmarks/training_speed.py --protocol {args.protocol}` on {describe_machine()} "
-            f"({args.threads} thread(s) per process); fp32, batch 1, clip {args.frames}x{args.size}x{args.size}; "
+    command = f"python benchmarks/training_speed.py --protocol {args.protocol} --threads {args.threads}"
+    command += f" --batch {args.batch}" if args.batch != 1 else ""
+    head = (f"`{command}` on {describe_machine()} ({args.threads} thread(s) per process); fp32, batch "
+            f"{args.batch}, clip {args.frames}x{args.size}x{args.size}; "
             f"best of {args.rounds} rounds x {args.repeats} step(s) after a warm-up; 'before' = commit "
             f"{args.before}. Load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores).")
     text = head + "\n\n" + text
     print(text)
     if not args.no_doc:
-        update_doc_section(args.doc, f"training_{args.protocol}", text, title=TITLES[args.protocol])
-        Path(args.doc).with_name(f"training_{args.protocol}.json").write_text(json.dumps(best, indent=2))
+        key = f"training_{args.protocol}" + (f"_b{args.batch}" if args.batch != 1 else "")
+        update_doc_section(args.doc, key, text, title=TITLES[args.protocol])
+        Path(args.doc).with_name(f"{key}.json").write_text(json.dumps(best, indent=2))
     return 0
 
 
 TITLES = {"steps": "Training steps: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
+          "inference": "Inference: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
           "checkpointing": "Gradient checkpointing: peak memory and time of a training step at 24x224",
-          "lsh": "Image LSH attention, forward + backward, before and after"}
+          "lsh": "Image LSH attention, forward + backward, before and after",
+          "profile": "Where SCT-S's time goes"}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from einops import rearrange
 from sct.errors import ConfigError
 from sct.models.attention.lsh import (
     LSHSelfAttention,
+    bucket_count,
     default_n_buckets,
+    factorised,
     hash_vectors,
     lsh_attention,
     random_rotations,
@@ -159,7 +161,8 @@ def test_gradients_match_dense_reference():
 
 
 # 8. Hugging Face transformers' LSHSelfAttention
-def hf_layer(ours: LSHSelfAttention, n_buckets: int, hash_seed: int | None = None):
+def hf_layer(ours: LSHSelfAttention, n_buckets: int | list[int] | None, hash_seed: int | None = None,
+             max_positions: int = 4096):
     transformers = pytest.importorskip("transformers")
     from transformers.models.reformer.modeling_reformer import LSHSelfAttention as HFLSHSelfAttention
 
@@ -168,6 +171,7 @@ def hf_layer(ours: LSHSelfAttention, n_buckets: int, hash_seed: int | None = Non
         num_hashes=ours.n_hashes, num_buckets=n_buckets, lsh_attn_chunk_length=ours.chunk_length,
         lsh_num_chunks_before=ours.chunks_before, lsh_num_chunks_after=ours.chunks_after, attn_layers=["lsh"],
         is_decoder=False, lsh_attention_probs_dropout_prob=0.0, hash_seed=hash_seed,
+        max_position_embeddings=max_positions,
     )
     hf = HFLSHSelfAttention(config).eval()
     hf.query_key.weight.data.copy_(ours.qk.weight)
@@ -198,18 +202,21 @@ def test_matches_hugging_face_with_same_buckets(n_hashes, before, after):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
-def test_matches_hugging_face_hashing_and_padding():
-    """Same rotations (HF draws them after ``torch.manual_seed(hash_seed)``) and a padding mask."""
-    layer = LSHSelfAttention(32, heads=2, dim_head=16, n_hashes=2, n_buckets=16, chunk_length=16).eval()
-    hf = hf_layer(layer, 16, hash_seed=7)
+@pytest.mark.parametrize("n_buckets", [16, (4, 8), (2, 4, 2)])
+def test_matches_hugging_face_hashing_and_padding(n_buckets):
+    """Same rotations (HF draws them after ``torch.manual_seed(hash_seed)``) and a padding mask; a tuple is
+    Hugging Face's factorised ``num_buckets=[n1, n2, ...]``."""
+    layer = LSHSelfAttention(32, heads=2, dim_head=16, n_hashes=2, n_buckets=n_buckets, chunk_length=16).eval()
+    hf = hf_layer(layer, n_buckets if isinstance(n_buckets, int) else list(n_buckets), hash_seed=7)
     x = torch.randn(2, 160, 32)
     mask = torch.zeros(2, 160, dtype=torch.bool)
     mask[1, 130:] = True
     mask[0, 3::11] = True
+    half = sum(n_buckets if isinstance(n_buckets, tuple) else (n_buckets,)) // 2
     torch.manual_seed(7)
-    rot = torch.randn(2, 16, 2, 8)
+    rot = torch.randn(2, 16, 2, half)
     with torch.no_grad():
-        ours, _ = ours_before_projection(layer, x, n_buckets=16, rotations=rot, key_padding_mask=mask)
+        ours, _ = ours_before_projection(layer, x, n_buckets=n_buckets, rotations=rot, key_padding_mask=mask)
         theirs = hf(x, attention_mask=(~mask).long()).hidden_states
     torch.testing.assert_close(ours[~mask], theirs[~mask], atol=1e-5, rtol=1e-5)
 
@@ -370,3 +377,59 @@ def test_padding_blocks_equal_the_full_mask_everywhere(monkeypatch, padded_from,
     monkeypatch.setattr(lsh._Layout, "full_mask", lambda self, first, count: True)
     for got, want in zip(blocked, run(), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("factors", [(4, 8), (2, 2, 2, 2), (16, 32)])
+def test_factorised_buckets_equal_hugging_face_hash(factors):
+    """Hugging Face's ``_hash_vectors`` with ``num_buckets=[n1, n2, ...]`` and ours give the same buckets."""
+    layer = LSHSelfAttention(48, heads=3, dim_head=16, n_hashes=2, n_buckets=factors, chunk_length=16).eval()
+    hf = hf_layer(layer, list(factors), hash_seed=5)
+    qk, _ = rand_qkv(b=2, h=3, seq=300, d=16, seed=4)
+    torch.manual_seed(5)
+    rot = torch.randn(3, 16, 2, sum(factors) // 2)
+    ours = hash_vectors(qk, rot, factors)
+    assert ours.shape == (2, 3, 2, 300) and ours.min() >= 0 and ours.max() < bucket_count(factors)
+    torch.testing.assert_close(offset_buckets(ours, bucket_count(factors)), hf._hash_vectors(qk, 2, None))
+    assert len(ours.unique()) > bucket_count(factors) // 2  # every factor spreads the vectors
+    # One factor is the plain hash.
+    plain = random_rotations(3, 16, 2, 8, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(hash_vectors(qk, plain, (8,)), hash_vectors(qk, plain))
+
+
+def test_factorise_above_follows_hugging_face_rule():
+    """``factorise_above`` splits the length's bucket count as Hugging Face does above its limit
+    (``2 * max(sqrt(max_positions / chunk), chunk)``, 128 here)."""
+    assert factorised(512) == (16, 32) and factorised(256) == (16, 16) and factorised(4) == (2, 2)
+    with pytest.raises(ConfigError, match="power of two"):
+        factorised(48)
+    layer = LSHSelfAttention(32, heads=2, dim_head=16, chunk_length=64, factorise_above=128)
+    for seq_len in (3136, 4096, 12544, 16384):
+        hf = hf_layer(layer, None, max_positions=seq_len)
+        hf._set_num_buckets(seq_len)
+        expected = hf.num_buckets if isinstance(hf.num_buckets, int) else tuple(hf.num_buckets)
+        assert layer.buckets_for(seq_len) == expected
+    assert LSHSelfAttention(32, heads=2, chunk_length=64).buckets_for(16384) == 512  # default: never factorised
+
+
+def test_factorised_buckets_train_export_and_config():
+    """Factorised buckets through the module (training draw, backward), the export path and the SCT config."""
+    from sct.models.attention.lsh_vectorized import lsh_attention_vectorized
+    from sct.models.sct import SCTConfig
+
+    qk, v = rand_qkv(b=1, h=2, seq=200, d=16, seed=2)
+    rot = random_rotations(2, 16, 2, (4, 4), torch.Generator().manual_seed(0))
+    kwargs = dict(n_hashes=2, n_buckets=(4, 4), chunk_length=32, rotations=rot)
+    torch.testing.assert_close(lsh_attention_vectorized(qk, v, **kwargs), lsh_attention(qk, v, **kwargs),
+                               atol=1e-5, rtol=1e-5)
+    layer = LSHSelfAttention(32, heads=2, dim_head=16, n_buckets=[4, 4], chunk_length=32).train()
+    assert layer.n_buckets == (4, 4) and layer.rotations((4, 4)).shape == (2, 16, 2, 4)
+    x = torch.randn(2, 200, 32, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad.isfinite().all() and layer.qk.weight.grad.abs().sum() > 0
+    assert SCTConfig(lsh_buckets=[4, 8]).lsh.n_buckets == (4, 8)
+    assert SCTConfig(lsh_factorise_above=128).lsh.factorise_above == 128
+    for bad in ([4, 7], [], 3):
+        with pytest.raises(ConfigError, match="lsh_buckets"):
+            SCTConfig(lsh_buckets=bad)
+    with pytest.raises(ConfigError, match="n_buckets"):
+        LSHSelfAttention(32, heads=2, n_buckets=(4, 5))

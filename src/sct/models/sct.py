@@ -82,7 +82,8 @@ class SCTConfig:
     shift_mode: str = "cyclic"
     temporal_residual: bool = True
     lsh_hashes: int = 2
-    lsh_buckets: int | None = None
+    lsh_buckets: int | tuple[int, ...] | None = None
+    lsh_factorise_above: int | None = None
     lsh_chunk_length: int = 64
     clip_dim: int = 192
     clip_mlp_dim: int = 768
@@ -110,8 +111,14 @@ class SCTConfig:
             _check(getattr(self, name) <= self.num_blocks, name, f"<= num_blocks ({self.num_blocks})")
         _check(self.local_kind == "none" or self.vilt_depth >= 1, "vilt_depth", ">= 1 unless local_kind='none'")
         _check(self.img_size >= self.patch_size, "img_size", f">= patch_size ({self.patch_size})")
-        _check(self.lsh_buckets is None or (self.lsh_buckets >= 2 and self.lsh_buckets % 2 == 0),
-               "lsh_buckets", "None or an even integer >= 2")
+        if isinstance(self.lsh_buckets, list):
+            self.lsh_buckets = tuple(self.lsh_buckets)
+        factors = (self.lsh_buckets,) if isinstance(self.lsh_buckets, int) else self.lsh_buckets or ()
+        _check(self.lsh_buckets is None or (factors and all(isinstance(f, int) and f >= 2 and f % 2 == 0
+                                                            for f in factors)),
+               "lsh_buckets", "None, an even integer >= 2, or a list of them (factorised buckets)")
+        _check(self.lsh_factorise_above is None or self.lsh_factorise_above >= 2, "lsh_factorise_above",
+               "None or an integer >= 2")
         _check(len(self.heads) == 4 and all(isinstance(h, int) and h >= 1 for h in self.heads),
                "heads", "four positive integers (ViLT, LSH, temporal, clip)")
         _check(len(self.dim_heads) == 4 and all(d is None or (isinstance(d, int) and d >= 1) for d in self.dim_heads),
@@ -153,8 +160,10 @@ class SCTConfig:
 
     @property
     def lsh(self) -> LSHConfig:
-        """The image LSH layers' settings (``lsh_hashes``, ``lsh_buckets``, ``lsh_chunk_length``)."""
-        return LSHConfig(n_hashes=self.lsh_hashes, n_buckets=self.lsh_buckets, chunk_length=self.lsh_chunk_length)
+        """The image LSH layers' settings (``lsh_hashes``, ``lsh_buckets``, ``lsh_chunk_length``,
+        ``lsh_factorise_above``)."""
+        return LSHConfig(n_hashes=self.lsh_hashes, n_buckets=self.lsh_buckets, chunk_length=self.lsh_chunk_length,
+                         factorise_above=self.lsh_factorise_above)
 
     def block_width(self, block: int) -> int:
         """Width of block ``block``'s image part (before its pooling)."""

@@ -28,11 +28,19 @@ from torch.autograd.function import once_differentiable
 
 from sct.errors import ConfigError
 from sct.models.attention.dense import frame_relevance
-from sct.models.attention.lsh_hashing import default_n_buckets, hash_vectors, random_rotations, sort_by_bucket
+from sct.models.attention.lsh_hashing import (
+    bucket_count,
+    bucket_factors,
+    default_n_buckets,
+    factorised,
+    hash_vectors,
+    random_rotations,
+    sort_by_bucket,
+)
 from sct.models.checkpointing import recomputing
 
-__all__ = ["LSHConfig", "LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
-           "sort_by_bucket"]
+__all__ = ["LSHConfig", "LSHSelfAttention", "bucket_count", "default_n_buckets", "factorised", "hash_vectors",
+           "lsh_attention", "random_rotations", "sort_by_bucket"]
 
 # Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
 _MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
@@ -394,8 +402,7 @@ def _check_inputs(qk, v, n_buckets, chunk_length, buckets, key_padding_mask, n_h
         raise ValueError(f"lsh_attention: qk and v must both be (B, H, L, d_h), got {tuple(qk.shape)} and "
                          f"{tuple(v.shape)}")
     bsz, heads, seq_len, _ = qk.shape
-    if n_buckets < 2 or n_buckets % 2:
-        raise ConfigError(f"lsh_attention: n_buckets must be even and >= 2, got {n_buckets}")
+    bucket_factors(n_buckets)  # validates
     if chunk_length < 1 or n_hashes < 1:
         raise ConfigError(f"lsh_attention: chunk_length and n_hashes must be >= 1, got {chunk_length}, {n_hashes}")
     if buckets is not None and buckets.shape != (bsz, heads, n_hashes * seq_len):
@@ -414,7 +421,7 @@ def _sorted_positions(qk, layout: _Layout, n_buckets, rotations, buckets, pad, g
     if buckets is None:
         if rotations is None:
             rotations = random_rotations(heads, dim_head, layout.n_hashes, n_buckets, generator, qk.device)
-        round_buckets = hash_vectors(qk, rotations)
+        round_buckets = hash_vectors(qk, rotations, n_buckets)
     else:
         round_buckets = buckets.reshape(bsz, heads, layout.n_hashes, seq_len)
     if pad is not None:
@@ -426,7 +433,7 @@ def _sorted_positions(qk, layout: _Layout, n_buckets, rotations, buckets, pad, g
 
 
 def lsh_attention(
-    qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int, n_buckets: int, chunk_length: int,
+    qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int, n_buckets: int | tuple[int, ...], chunk_length: int,
     chunks_before: int = 1, chunks_after: int = 0, rotations: torch.Tensor | None = None,
     buckets: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None, return_attention: bool = False,
@@ -435,7 +442,9 @@ def lsh_attention(
 
     Args:
         qk, v: ``(B, H, L, d_h)``; ``qk`` serves as queries and (normalised) keys.
-        rotations: ``(H, d_h, n_hashes, n_buckets // 2)``; drawn from ``generator`` when None.
+        n_buckets: buckets per round, or their factors ``(n_1, n_2, ...)`` (Hugging Face's factorised hashing:
+            ``n_1 * n_2 * ...`` buckets for ``sum(n_i) / 2`` rotations, see :func:`hash_vectors`).
+        rotations: ``(H, d_h, n_hashes, sum(factors) // 2)``; drawn from ``generator`` when None.
         buckets: ``(B, H, n_hashes * L)`` with the round offsets added (Hugging Face's layout); skips hashing.
         key_padding_mask: ``(B, L)`` bool, True = padding (never attended to).
         return_attention: also return the effective dense attention ``(B, H, L, L)``: per query the sum over
@@ -479,18 +488,31 @@ class LSHConfig:
     """The LSH settings of one attention layer (Reformer's; the SCT paper gives none).
 
     ``n_hashes`` rounds, ``n_buckets`` (None: a power of two from the sequence length, Hugging Face's
-    rule), chunks of ``chunk_length`` slots that also see ``chunks_before`` / ``chunks_after`` neighbours.
+    rule; or a tuple of factors, see :func:`lsh_attention`), chunks of ``chunk_length`` slots that also see
+    ``chunks_before`` / ``chunks_after`` neighbours. ``factorise_above``: when ``n_buckets`` is None and the
+    length's power of two exceeds it, hash with its two factors (:func:`factorised`), as Hugging Face does
+    above its limit, so hashing costs O(L sqrt(n_buckets)) instead of O(L n_buckets) as L grows; None never
+    factorises.
     """
 
     n_hashes: int = 2
-    n_buckets: int | None = None
+    n_buckets: int | tuple[int, ...] | None = None
     chunk_length: int = 64
     chunks_before: int = 1
     chunks_after: int = 0
+    factorise_above: int | None = None
 
     def __post_init__(self) -> None:
-        if self.n_buckets is not None and (self.n_buckets < 2 or self.n_buckets % 2):
-            raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {self.n_buckets}")
+        if isinstance(self.n_buckets, list):
+            object.__setattr__(self, "n_buckets", tuple(self.n_buckets))
+        if self.n_buckets is not None:
+            try:
+                bucket_factors(self.n_buckets)
+            except ConfigError as error:
+                raise ConfigError(f"LSHSelfAttention: n_buckets must be None, an even integer >= 2 or a tuple of "
+                                  f"them, got {self.n_buckets}") from error
+        if self.factorise_above is not None and self.factorise_above < 2:
+            raise ConfigError(f"LSHSelfAttention: factorise_above must be None or >= 2, got {self.factorise_above}")
         if self.chunk_length < 1 or self.n_hashes < 1 or self.chunks_before < 0 or self.chunks_after < 0:
             raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
 
@@ -508,10 +530,12 @@ class LSHSelfAttention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int | None = None, n_hashes: int = 2,
-                 n_buckets: int | None = None, chunk_length: int = 64, chunks_before: int = 1,
-                 chunks_after: int = 0, seed: int = 0, resample: bool = True, proj_drop: float = 0.0):
+                 n_buckets: int | tuple[int, ...] | None = None, chunk_length: int = 64, chunks_before: int = 1,
+                 chunks_after: int = 0, seed: int = 0, resample: bool = True, proj_drop: float = 0.0,
+                 factorise_above: int | None = None):
         super().__init__()
-        LSHConfig(n_hashes, n_buckets, chunk_length, chunks_before, chunks_after)  # validates
+        config = LSHConfig(n_hashes, n_buckets, chunk_length, chunks_before, chunks_after, factorise_above)
+        n_buckets, self.factorise_above = config.n_buckets, factorise_above
         self.heads = heads
         self.dim_head = dim_head or dim // heads
         inner = heads * self.dim_head
@@ -533,8 +557,15 @@ class LSHSelfAttention(nn.Module):
         """The layer with the settings of ``config``."""
         return cls(dim, heads, dim_head, **dataclasses.asdict(config), seed=seed)
 
-    def rotations(self, n_buckets: int, device=None) -> torch.Tensor:
-        """``(H, d_h, n_hashes, n_buckets // 2)``: the next training draw, or the fixed eval draw.
+    def buckets_for(self, seq_len: int) -> int | tuple[int, ...]:
+        """The buckets (or their factors) this layer hashes a sequence of ``seq_len`` tokens into."""
+        if self.n_buckets:
+            return self.n_buckets
+        n_buckets = default_n_buckets(seq_len, self.chunk_length)
+        return factorised(n_buckets) if self.factorise_above and n_buckets > self.factorise_above else n_buckets
+
+    def rotations(self, n_buckets: int | tuple[int, ...], device=None) -> torch.Tensor:
+        """``(H, d_h, n_hashes, sum(factors) // 2)``: the next training draw, or the fixed eval draw.
 
         The eval draw is kept once drawn: the same tensor every time, which a tracer (ONNX export) then
         records as a constant instead of a random-number op.
@@ -557,7 +588,7 @@ class LSHSelfAttention(nn.Module):
         split = "b l (h d) -> b h l d"
         qk = rearrange(self.qk(x), split, h=self.heads)
         v = rearrange(self.v(x), split, h=self.heads)
-        n_buckets = self.n_buckets or default_n_buckets(int(x.shape[-2]), self.chunk_length)
+        n_buckets = self.buckets_for(int(x.shape[-2]))
         if torch.jit.is_tracing():  # export: the same attention as one flat graph (sort and gather ops)
             from sct.models.attention.lsh_vectorized import lsh_attention_vectorized
 

@@ -18,18 +18,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sct.models.attention.lsh import _MASK_VALUES
+from sct.models.attention.lsh import _MASK_VALUES, bucket_count, bucket_factors
 
 
-def _hash(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Buckets ``(B, H, R, L)`` of ``x`` ``(B, H, L, d)``: argmax over ``[x R, -x R]`` per round, as
-    :func:`sct.models.attention.lsh_hashing.hash_vectors` finds it (the entry of ``x R`` largest in
-    magnitude, shifted by ``n_buckets / 2`` when negative), so both agree on ties too."""
+def _hash(x: torch.Tensor, rotations: torch.Tensor, factors: tuple[int, ...]) -> torch.Tensor:
+    """Buckets ``(B, H, R, L)`` of ``x`` ``(B, H, L, d)``: per round and factor ``n_i``, the argmax over
+    ``[x R_i, -x R_i]`` on that factor's ``n_i / 2`` columns, as
+    :func:`sct.models.attention.lsh_hashing.hash_vectors` finds it (the entry of ``x R_i`` largest in
+    magnitude, shifted by ``n_i / 2`` when negative), so both agree on ties too; the factors combine as
+    ``b_1 + n_1 b_2 + ...``."""
     rounds, half = rotations.shape[2:]
-    rotated = (x @ rotations.flatten(2)).unflatten(-1, (rounds, half))  # (B, H, L, R, n_b/2)
-    best = rotated.abs().argmax(dim=-1, keepdim=True)
-    negative = rotated.gather(-1, best) < 0
-    return (best + negative.long() * half).squeeze(-1).transpose(2, 3)
+    rotated = (x @ rotations.flatten(2)).unflatten(-1, (rounds, half))  # (B, H, L, R, half)
+    buckets, column, scale = 0, 0, 1
+    for factor in factors:
+        part = rotated[..., column:column + factor // 2]
+        best = part.abs().argmax(dim=-1, keepdim=True)
+        negative = part.gather(-1, best) < 0
+        buckets = buckets + scale * (best + negative.long() * (factor // 2))
+        column, scale = column + factor // 2, scale * factor
+    return buckets.squeeze(-1).transpose(2, 3)
 
 
 def _look_around(chunks: torch.Tensor, before: int, after: int) -> torch.Tensor:
@@ -74,10 +81,11 @@ def _chunk_ranges(per_round: int, before: int, after: int) -> list[tuple[int, in
     return [r for r in ranges if r[1] > r[0]]
 
 
-def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int, n_buckets: int, chunk_length: int,
-                             rotations: torch.Tensor, chunks_before: int = 1, chunks_after: int = 0,
-                             key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``qk``, ``v`` ``(B, H, L, d_h)``, ``rotations`` ``(H, d_h, n_hashes, n_buckets // 2)``,
+def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int, n_buckets: int | tuple[int, ...],
+                             chunk_length: int, rotations: torch.Tensor, chunks_before: int = 1,
+                             chunks_after: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``qk``, ``v`` ``(B, H, L, d_h)``, ``rotations`` ``(H, d_h, n_hashes, sum(factors) // 2)`` for ``n_buckets``
+    an int or its factors (see ``lsh_attention``),
     ``key_padding_mask`` ``(B, L)`` bool (True = padding) -> ``(B, H, L, d_h)``."""
     bsz, heads, seq_len, dim_head = qk.shape[0], int(qk.shape[1]), int(qk.shape[2]), int(qk.shape[3])
     dense = seq_len <= chunk_length
@@ -92,9 +100,9 @@ def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int
     if dense:
         order = positions.view(1, 1, 1, padded).expand(bsz, heads, 1, padded)
     else:
-        buckets = _hash(x, rotations.to(x.dtype))  # (B, H, R, Lp)
+        buckets = _hash(x, rotations.to(x.dtype), bucket_factors(n_buckets))  # (B, H, R, Lp)
         # Padding goes to a bucket after every real one, as in the blocked version.
-        buckets = torch.where(pad[:, None, None, :], n_buckets, buckets)
+        buckets = torch.where(pad[:, None, None, :], bucket_count(n_buckets), buckets)
         order = torch.argsort(buckets * padded + positions, dim=-1)  # (B, H, R, Lp), stable by construction
     order = order.flatten(0, 1).flatten(1)  # (B*H, R * Lp): round r's slots are positions of round r's sort
     slots = _row_offsets(order, padded)
