@@ -49,11 +49,24 @@ TINY_SCT = {"chunk_size": 8}
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """``revision``: how many code changes that move this experiment's result it has been rerun after (see
+    ``REVISIONS``); it is part of the cache id, so a bump retrains the experiment and leaves the rest cached."""
+
     key: str
     model: str
     overrides: dict
     label: str
+    revision: int = 0
 
+
+# The cache is keyed by the protocol (``Settings.fingerprint``), which cannot see a change to the code a run
+# trains: a change that moves a result bumps the revision of the experiments it moves, with its reason here,
+# and the tables name the revision each row was measured at.
+REVISIONS = {
+    1: "the ViT's temporal embedding out of weight decay (each model declares `no_weight_decay()`); "
+       "`xvit_b16` with X-ViT's Dropout(0.5) on every frame feature before its head (`frame_drop_rate`)",
+}
+VIT_REVISION = 1
 
 E = Experiment
 EXPERIMENTS = {e.key: e for e in [
@@ -72,12 +85,16 @@ EXPERIMENTS = {e.key: e for e in [
     E("sct_conv_local", "sct_tiny", {**TINY_SCT, "local_kind": "conv"}, "conv local blocks instead of ViLT"),
     E("sct_dense_global", "sct_tiny", {**TINY_SCT, "global_kind": "dense"}, "dense global attention instead of LSH"),
     E("sct_no_global", "sct_tiny", {**TINY_SCT, "global_kind": "none"}, "no global layer"),
-    E("tsm_avg", "tsm_vit_b16", {**TINY_VIT, "head": "average"}, "TSM-ViT, temporal average pooling"),
-    E("tsm_ta", "tsm_vit_b16", {**TINY_VIT, "head": "temporal_attention"}, "TSM-ViT, temporal attention"),
-    E("xvit_avg", "xvit_b16", {**TINY_VIT, "head": "average"}, "X-ViT, temporal average pooling"),
-    E("xvit_ta", "xvit_b16", {**TINY_VIT, "head": "temporal_attention"}, "X-ViT, temporal attention"),
+    E("tsm_avg", "tsm_vit_b16", {**TINY_VIT, "head": "average"}, "TSM-ViT, temporal average pooling",
+      VIT_REVISION),
+    E("tsm_ta", "tsm_vit_b16", {**TINY_VIT, "head": "temporal_attention"}, "TSM-ViT, temporal attention",
+      VIT_REVISION),
+    E("xvit_avg", "xvit_b16", {**TINY_VIT, "head": "average"}, "X-ViT, temporal average pooling",
+      VIT_REVISION),
+    E("xvit_ta", "xvit_b16", {**TINY_VIT, "head": "temporal_attention"}, "X-ViT, temporal attention",
+      VIT_REVISION),
     E("bag_of_frames", "vit_b16_frames", {**TINY_VIT, "head": "average"},
-      "bag of frames (per-frame ViT, features averaged)"),
+      "bag of frames (per-frame ViT, features averaged)", VIT_REVISION),
 ]}
 
 # Each table: (title, [(experiment, paper's number)], what the paper concludes, the metric it reports).
@@ -169,6 +186,11 @@ def run_config(exp: Experiment, seed: int, settings: Settings, data_root: Path, 
     return load_config(None, overrides)
 
 
+def cache_id(exp: Experiment, seed: int, settings: Settings) -> str:
+    """``key/seed<n>/<protocol fingerprint>``, then ``/rev<n>`` once the experiment has a revision."""
+    return f"{exp.key}/seed{seed}/{settings.fingerprint()}" + (f"/rev{exp.revision}" if exp.revision else "")
+
+
 def load_cache(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
@@ -180,7 +202,8 @@ def run_one(exp: Experiment, seed: int, settings: Settings, data_root: Path, wor
 
     ``top1``: at ``settings.view``; ``view_grid`` (VIEW_MODELS): at every view of the grid.
     """
-    out = work / "runs" / f"{exp.key}_seed{seed}"
+    # A revision trains in a folder of its own: resume=auto would otherwise reload the older revision's run.
+    out = work / "runs" / (f"{exp.key}_seed{seed}" + (f"_rev{exp.revision}" if exp.revision else ""))
     cfg = run_config(exp, seed, settings, data_root, out)
     start = time.perf_counter()
     weights = train(cfg) / "model.safetensors"
@@ -206,9 +229,21 @@ def _scores(results: list[dict], key: str, view: str, field: str = "top1") -> li
     return [r[field][view] for r in results if r["experiment"] == key and view in r.get(field, {})]
 
 
+def _revision_notes(keys: list[str]) -> list[str]:
+    """One line per code revision: which of the tabled experiments were rerun after it."""
+    lines = []
+    for revision, change in REVISIONS.items():
+        rerun = [k for k in keys if EXPERIMENTS[k].revision >= revision]
+        if rerun:
+            lines += [f"Revision {revision} ({change}): measured after it: "
+                      f"{', '.join(f'`{k}`' for k in rerun)}; every other row predates it, unmoved by it.", ""]
+    return lines
+
+
 def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: float, classes: int) -> str:
     """docs/ablations.md: setting, then each table with the paper's numbers beside ours."""
     main_view = settings.view
+    keys = list(dict.fromkeys(r["experiment"] for r in results))
     lines = [
         f"Setting: synthetic motion dataset, {classes} classes ({classes // 2} time-reversed pairs), "
         f"{settings.videos_per_class} videos per class (train/val/test split "
@@ -225,6 +260,7 @@ def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: 
         f"{TINY_VIT['patch_size']}x{TINY_VIT['patch_size']} patches; every model with xavier init.",
         "",
     ]
+    lines += _revision_notes(keys)
     for title, rows, claim in TABLES.values():
         lines += [f"## {title}", "", f"Paper: {claim}.", "",
                   "| variant | paper | ours: test top-1 (mean +- std over seeds) |", "|---|---|---|"]
@@ -300,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     rest = [k for k in keys if k not in CORE]
     results = []
     for key, seed in [(k, s) for s in seeds for k in core] + [(k, s) for s in seeds for k in rest]:
-        run_id = f"{key}/seed{seed}/{settings.fingerprint()}"
+        run_id = cache_id(EXPERIMENTS[key], seed, settings)
         tested = run_id in cache and (key not in VIEW_MODELS or "view_grid" in cache[run_id])
         if not tested and not args.write_only:
             print(f"[ablations] {key} seed {seed} ...", flush=True)
