@@ -12,6 +12,7 @@ one-to-one (see ``sct.models.weights``). ``temporal`` picks the frame interactio
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -23,10 +24,47 @@ from sct.errors import ConfigError
 from sct.models.attention.dense import MultiHeadAttention
 from sct.models.attention.divided import DividedSpaceTimeAttention
 from sct.models.attention.mixing import SpaceTimeMixingAttention
-from sct.models.blocks import PatchEmbed, TransformerLayer, drop_path_rates, init_weights
+from sct.models.blocks import WEIGHT_INITS, PatchEmbed, TransformerLayer, drop_path_rates, init_weights
+from sct.models.options import check, check_choice, check_positive_ints, check_rates
 from sct.models.temporal_shift import TemporalShift
 
 TEMPORAL_KINDS = ("space", "mixing", "tsm", "divided")
+
+
+@dataclasses.dataclass
+class ViTBackboneConfig:
+    """The frame ViT of both ViT video families: ``VideoViTConfig`` (X-ViT, TSM-ViT, TimeSformer, per-frame
+    ViT) and ``ViTSCTConfig`` (SCT Tables 1/4) extend it, so its fields are flat keys of theirs
+    (``dim=384``, ``model.depth=6``) and ``config.backbone`` is this part alone. timm's ViT-B/16 by default.
+
+    - ``drop_path_rate``: the last layer's stochastic-depth rate (linear from 0 over the layers).
+    - ``weight_init``: ``trunc_normal`` (timm's, for pretrained-size models) | ``xavier`` (narrow models
+      from scratch).
+    """
+
+    img_size: int = 224
+    patch_size: int = 16
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    norm_eps: float = 1e-6
+    weight_init: str = "trunc_normal"
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, ("img_size", "patch_size", "dim", "depth", "heads"))
+        check_rates(self, ("attn_drop_rate", "drop_path_rate"))
+        check(self.mlp_ratio > 0, self, "mlp_ratio", "> 0")
+        check_choice(self, "weight_init", WEIGHT_INITS)
+        check(self.dim % self.heads == 0, self, "dim", f"a multiple of heads={self.heads}")
+
+    @property
+    def backbone(self) -> ViTBackboneConfig:
+        """The backbone fields alone (of a video config that extends this one)."""
+        return ViTBackboneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ViTBackboneConfig)})
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -97,6 +135,12 @@ class ViTEncoder(nn.Module):
         for block in self.blocks:
             if isinstance(block.attn, DividedSpaceTimeAttention):
                 block.attn.zero_temporal_fc()
+
+    @classmethod
+    def from_config(cls, config: ViTBackboneConfig, num_frames: int, **frame_interaction) -> ViTEncoder:
+        """The encoder of ``config``'s backbone for clips of ``num_frames``; ``frame_interaction``: ``temporal``,
+        ``n_div``, ``mixing_layout``, ``summary_token``, or a per-layer ``drop_path_rate`` list."""
+        return cls(num_frames=num_frames, **{**dataclasses.asdict(config.backbone), **frame_interaction})
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> embedded tokens ``(B, T, 1 + S, C)`` (before the blocks)."""

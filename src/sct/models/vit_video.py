@@ -16,11 +16,11 @@ from torch import nn
 
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
-from sct.models.blocks import WEIGHT_INITS, TransformerLayer, drop_path_rates, init_weights, parameters_named
+from sct.models.blocks import TransformerLayer, drop_path_rates, init_weights, parameters_named
 from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
 from sct.models.options import check, check_choice, check_positive_ints, check_rates
 from sct.models.registry import register
-from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
+from sct.models.vit_encoder import TEMPORAL_KINDS, ViTBackboneConfig, ViTEncoder
 
 HEADS = ("temporal_attention", "summary_token", "average")
 # Learnt tokens and embeddings of the ViT encoder and the heads: never weight-decayed.
@@ -28,8 +28,9 @@ NO_DECAY_LEAVES = ("cls_token", "pos_embed", "temporal_embed", "token")
 
 
 @dataclass
-class VideoViTConfig:
-    """A ViT on video frames: X-ViT, TSM-ViT, TimeSformer or the plain per-frame ViT.
+class VideoViTConfig(ViTBackboneConfig):
+    """A ViT on video frames: X-ViT, TSM-ViT, TimeSformer or the plain per-frame ViT. The frame ViT's
+    fields (``img_size``, ``patch_size``, ``dim``, ``depth``, ``heads``, ...) are ``ViTBackboneConfig``'s.
 
     - ``temporal``: frame interaction inside the encoder, ``space`` | ``mixing`` (X-ViT) | ``tsm``
       (TSM-ViT) | ``divided`` (TimeSformer).
@@ -44,45 +45,25 @@ class VideoViTConfig:
       (github.com/1adrianb/video-transformers, ``XVIT._prepare_classifier``) replaces the ViT's classifier
       by ``Dropout(MODEL.DROPOUT_RATE)``, 0.5 in its Kinetics and SSv2 configs, and feeds the frame
       features through it to the temporal attention head; ``xvit_b16`` sets 0.5.
-    - ``weight_init``: ``trunc_normal`` (timm's, for pretrained-size models) | ``xavier`` (narrow models from scratch).
     """
 
     num_classes: int = 400
     num_frames: int = 8
-    img_size: int = 224
-    patch_size: int = 16
-    dim: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
     temporal: str = "mixing"
     n_div: int = 8
     mixing_layout: str = "global"
     head: str = "temporal_attention"
     drop_rate: float = 0.5
     frame_drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    norm_eps: float = 1e-6
-    weight_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        check_rates(self, ("frame_drop_rate",))
+        super().__post_init__()
+        check_positive_ints(self, ("num_classes", "num_frames"))
+        check_rates(self, ("drop_rate", "frame_drop_rate"))
         check_choice(self, "temporal", TEMPORAL_KINDS)
         check_choice(self, "head", HEADS)
         check(self.head != "summary_token" or self.temporal in ("mixing", "space"), self, "head",
               f"not 'summary_token' with temporal={self.temporal!r} (it needs 'mixing' or 'space')")
-
-
-def _check_common(config: VideoViTConfig | ViTSCTConfig) -> None:
-    """Sizes, rates and choices shared by the ViT video configs; ``ConfigError`` names the option."""
-    check_positive_ints(config, ("num_classes", "num_frames", "img_size", "patch_size", "dim", "depth", "heads"))
-    check_rates(config, ("drop_rate", "attn_drop_rate", "drop_path_rate"))
-    check(config.mlp_ratio > 0, config, "mlp_ratio", "> 0")
-    check_choice(config, "weight_init", WEIGHT_INITS)
-    check(config.dim % config.heads == 0, config, "dim", f"a multiple of heads={config.heads}")
 
 
 class VideoViT(nn.Module):
@@ -95,12 +76,8 @@ class VideoViT(nn.Module):
         temporal, n_div = c.temporal, c.n_div
         if summary and temporal == "space":
             temporal, n_div = "mixing", 0
-        self.encoder = ViTEncoder(
-            img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
-            heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal=temporal, n_div=n_div,
-            mixing_layout=c.mixing_layout, summary_token=summary, attn_drop_rate=c.attn_drop_rate,
-            drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps, weight_init=c.weight_init,
-        )
+        self.encoder = ViTEncoder.from_config(c, c.num_frames, temporal=temporal, n_div=n_div,
+                                              mixing_layout=c.mixing_layout, summary_token=summary)
         if c.head == "temporal_attention":
             self.head = TemporalAttentionAggregation(c.dim, c.num_classes, c.heads, c.mlp_ratio, c.drop_rate,
                                                      c.norm_eps)
@@ -133,8 +110,9 @@ class VideoViT(nn.Module):
 
 
 @dataclass
-class ViTSCTConfig:
-    """SCT Tables 1/4: ViT-B (or L) frames -> ``temporal_depth`` shifted-MSA layers -> clip encoder.
+class ViTSCTConfig(ViTBackboneConfig):
+    """SCT Tables 1/4: ViT-B (or L) frames (``ViTBackboneConfig``'s fields) -> ``temporal_depth`` shifted-MSA
+    layers -> clip encoder.
 
     Everything after the frame encoder is SCT's (Table 3: shifted MSA with 8 heads of 64, clip encoder
     D' = 192, MLP 768, 4 layers, 8 heads; the shifted layer keeps its attention residual as SCT's does
@@ -143,13 +121,6 @@ class ViTSCTConfig:
 
     num_classes: int = 400
     num_frames: int = 24
-    img_size: int = 224
-    patch_size: int = 16
-    dim: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
     temporal_kind: str = "shifted"
     temporal_depth: int = 1
     temporal_heads: int = 8
@@ -161,13 +132,11 @@ class ViTSCTConfig:
     clip_depth: int = 4
     clip_heads: int = 8
     drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    norm_eps: float = 1e-6
-    weight_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        super().__post_init__()
+        check_positive_ints(self, ("num_classes", "num_frames"))
+        check_rates(self, ("drop_rate",))
         check_choice(self, "temporal_kind", SCT_TEMPORAL_KINDS)
         check(0 <= self.shift_frames < self.num_frames, self, "shift_frames", f"in [0, num_frames={self.num_frames})")
         check_positive_ints(self, ("temporal_heads", "clip_dim", "clip_mlp_dim", "clip_heads"))
@@ -185,12 +154,7 @@ class ViTSCT(nn.Module):
         self.config = c = config
         # One stochastic-depth schedule over the frame encoder, the shifted layers and the clip encoder, as SCT.
         rates = drop_path_rates(c.drop_path_rate, c.depth + c.temporal_depth + c.clip_depth)
-        self.encoder = ViTEncoder(
-            img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
-            heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal="space",
-            attn_drop_rate=c.attn_drop_rate, drop_path_rate=rates[:c.depth], norm_eps=c.norm_eps,
-            weight_init=c.weight_init,
-        )
+        self.encoder = ViTEncoder.from_config(c, c.num_frames, temporal="space", drop_path_rate=rates[:c.depth])
         kind = "space" if c.shift_frames == 0 and c.temporal_kind == "shifted" else c.temporal_kind
         self.temporal = nn.ModuleList(
             TransformerLayer(c.dim, temporal_attention(kind, c.dim, c.temporal_heads, c.temporal_dim_head,
