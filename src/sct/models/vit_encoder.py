@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,40 @@ from sct.models.options import check, check_choice, check_positive_ints, check_r
 from sct.models.temporal_shift import TemporalShift
 
 TEMPORAL_KINDS = ("space", "mixing", "tsm", "divided")
+
+
+# ------------------------------------------------ checkpoint key maps: other image-ViT layouts -> these names
+# The encoder's names are timm's; ``sct.models.weights.to_timm_vit`` applies these maps to other layouts.
+# Hugging Face ViT layer names: the hub files' ``encoder.layer.i.*`` and transformers 5's ``layers.i.*``.
+HF_VIT_LAYER_KEYS = {
+    "layernorm_before": "norm1", "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj", "attention.o_proj": "attn.proj",
+    "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+}
+HF_VIT_QKV_KEYS = {
+    "attention.attention.query": "q", "attention.attention.key": "k", "attention.attention.value": "v",
+    "attention.q_proj": "q", "attention.k_proj": "k", "attention.v_proj": "v",
+}
+# big_vision / vit_jax block sub-layers (LayerNorm, attention, LayerNorm, MLP): the older files number them
+# 0-3 (old style: True), the newer 0 and 1 per kind.
+BIG_VISION_LAYERS = {
+    True: ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"),
+    False: ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0"),
+}
+# The public X-ViT code's names (github.com/1adrianb/video-transformers) for this encoder's parameters.
+XVIT_KEYS = {"temp_embed": "temporal_embed"}
+
+
+def big_vision_block_keys(old_style: bool) -> dict[str, str]:
+    """A block's timm names (after ``blocks.i.``) -> big_vision names (after ``Transformer/encoderblock_i/``),
+    for the tensors that need no reshaping (norms and biases; kernels are transposed by the loader)."""
+    ln1, mha, ln2, mlp = BIG_VISION_LAYERS[old_style]
+    return {
+        "norm1.weight": f"{ln1}/scale", "norm1.bias": f"{ln1}/bias",
+        "norm2.weight": f"{ln2}/scale", "norm2.bias": f"{ln2}/bias",
+        "attn.proj.bias": f"{mha}/out/bias",
+        "mlp.fc1.bias": f"{mlp}/Dense_0/bias", "mlp.fc2.bias": f"{mlp}/Dense_1/bias",
+    }
 
 
 @dataclasses.dataclass
@@ -163,6 +198,17 @@ class ViTEncoder(nn.Module):
             return embed
         resized = F.interpolate(rearrange(embed, "1 t 1 c -> 1 c t"), size=frames, mode="linear")
         return rearrange(resized, "1 c t -> 1 t 1 c")
+
+    def image_key_targets(self, key: str) -> list[str]:
+        """Where an image ViT's timm key goes: in TimeSformer blocks the image attention (and its norm) also
+        seeds the temporal one."""
+        match = re.match(r"^blocks\.(\d+)\.(norm1|attn)\.(.+)$", key)
+        if match is None or self.temporal != "divided":
+            return [key]
+        i, part, rest = match.groups()
+        if part == "norm1":
+            return [f"blocks.{i}.attn.norm.{rest}", f"blocks.{i}.attn.temporal_norm.{rest}"]
+        return [f"blocks.{i}.attn.attn.{rest}", f"blocks.{i}.attn.temporal_attn.{rest}"]
 
     def relevance(self, r: torch.Tensor, reading: str = "keys") -> torch.Tensor:
         """Rollout relevance ``(T, 1 + S)`` of the clip just recorded, back through the blocks (and shifts)."""

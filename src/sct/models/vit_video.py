@@ -209,6 +209,40 @@ def encoder_relevance(encoder: ViTEncoder, weights: torch.Tensor, temporal: list
     return r[:, 1:].reshape(len(weights), grid, grid)
 
 
+# TimeSformer checkpoints -> ``timesformer_b16``'s names: (pattern, replacement) on Hugging Face's
+# ``TimesformerForVideoClassification`` and facebookresearch/TimeSformer's names (``sct.models.weights``
+# applies them, the first matching rule per key).
+TIMESFORMER_KEYS = [
+    (r"^timesformer\.embeddings\.cls_token$", "encoder.cls_token"),
+    (r"^timesformer\.embeddings\.position_embeddings$", "encoder.pos_embed"),
+    (r"^timesformer\.embeddings\.time_embeddings$", "encoder.temporal_embed"),
+    (r"^timesformer\.embeddings\.patch_embeddings\.projection\.", "encoder.patch_embed.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_layernorm\.", r"encoder.blocks.\1.attn.temporal_norm."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.attention\.qkv\.",
+     r"encoder.blocks.\1.attn.temporal_attn.qkv."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.output\.dense\.",
+     r"encoder.blocks.\1.attn.temporal_attn.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_dense\.", r"encoder.blocks.\1.attn.temporal_fc."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_before\.", r"encoder.blocks.\1.attn.norm."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.attention\.qkv\.", r"encoder.blocks.\1.attn.attn.qkv."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"encoder.blocks.\1.attn.attn.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_after\.", r"encoder.blocks.\1.norm2."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"encoder.blocks.\1.mlp.fc1."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.output\.dense\.", r"encoder.blocks.\1.mlp.fc2."),
+    (r"^timesformer\.layernorm\.", "encoder.norm."),
+    (r"^classifier\.", "head.fc."),
+    (r"^model\.(cls_token|pos_embed|patch_embed\.proj\.\w+)$", r"encoder.\1"),
+    (r"^model\.time_embed$", "encoder.temporal_embed"),
+    (r"^model\.blocks\.(\d+)\.temporal_norm1\.", r"encoder.blocks.\1.attn.temporal_norm."),
+    (r"^model\.blocks\.(\d+)\.temporal_attn\.", r"encoder.blocks.\1.attn.temporal_attn."),
+    (r"^model\.blocks\.(\d+)\.temporal_fc\.", r"encoder.blocks.\1.attn.temporal_fc."),
+    (r"^model\.blocks\.(\d+)\.norm1\.", r"encoder.blocks.\1.attn.norm."),
+    (r"^model\.blocks\.(\d+)\.attn\.", r"encoder.blocks.\1.attn.attn."),
+    (r"^model\.blocks\.(\d+)\.(norm2|mlp)\.", r"encoder.blocks.\1.\2."),
+    (r"^model\.norm\.", "encoder.norm."),
+    (r"^model\.head\.", "head.fc."),
+]
+
 register("timesformer_b16", VideoViT, VideoViTConfig(temporal="divided", head="average", drop_rate=0.0))
 register("vit_b16_frames", VideoViT, VideoViTConfig(temporal="space", head="average"))
 register("vit_b16_sct", ViTSCT, ViTSCTConfig(patch_size=16))
