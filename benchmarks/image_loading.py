@@ -21,7 +21,6 @@ import argparse
 import io
 import json
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
@@ -31,16 +30,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import sct
+from sct.analysis.hardware import describe_machine
+from sct.analysis.report import markdown_table, update_doc_section
+from sct.data.datasets import DataConfig, build_dataset
+from sct.data.shards import index_shards
+from sct.data.synthetic import clip_rng
+from sct.data.synthetic_images import IMAGE_CLASSES, render_image
 
-import sct  # noqa: E402
-from sct.analysis.hardware import describe_machine  # noqa: E402
-from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
-from sct.data.datasets import DataConfig, build_dataset  # noqa: E402
-from sct.data.shards import index_shards  # noqa: E402
-from sct.data.synthetic import clip_rng  # noqa: E402
-from sct.data.synthetic_images import IMAGE_CLASSES, render_image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_set(root: Path, classes: int, per_class: int) -> None:

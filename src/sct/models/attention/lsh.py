@@ -37,6 +37,13 @@ __all__ = ["LSHConfig", "LSHSelfAttention", "default_n_buckets", "hash_vectors",
 # Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
 _MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
 _LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
+
+
+def mask_values(dtype: torch.dtype) -> tuple[float, float]:
+    """``(padding, self)`` mask scores for ``dtype``: Reformer's, smaller where fp16/bf16 would overflow."""
+    return _MASK_VALUES.get(dtype, _LOW_PRECISION_MASK_VALUES)
+
+
 # PyTorch's CPU flash attention, forward (also returning the log-sum-exp) and backward.
 _FUSED_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _FUSED_CPU_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
@@ -175,7 +182,7 @@ def _block_view(xs: torch.Tensor, keys: torch.Tensor, vs: torch.Tensor, slots: _
     xs, keys, vs = xs[:, local], keys[:, local], vs[:, local]
     query_pos = slots.pos[rows, queries].unflatten(1, (count // c, c))
     key_pos = slots.pos[rows, span].unfold(1, window, c)
-    pad_value, self_value = _MASK_VALUES.get(xs.dtype, _LOW_PRECISION_MASK_VALUES)
+    pad_value, self_value = mask_values(xs.dtype)
     if not layout.full_mask(first, count):
         # Positions are distinct within a round and no padding is in reach: a query meets itself only in its
         # own chunk, on the diagonal.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sct.models.attention.lsh import _MASK_VALUES
+from sct.models.attention.lsh import mask_values
 
 
 def _hash(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
@@ -67,7 +67,7 @@ def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int
     window_values = _look_around(chunked(vs).flatten(0, 1), before, after)
     query_pos = chunked(order).flatten(0, 1).unsqueeze(-1)  # (B*H, n, c, 1)
     key_pos = _look_around(query_pos, before, after).transpose(-1, -2)  # (B*H, n, 1, W)
-    pad_value, self_value = _MASK_VALUES.get(x.dtype, (-1e4, -1e3))
+    pad_value, self_value = mask_values(x.dtype)
     key_pad = pad.unsqueeze(1).expand(bsz, heads, padded).flatten(0, 1).gather(1, key_pos.flatten(1))
     logits = chunked(xs).flatten(0, 1) @ window_keys.transpose(-1, -2)  # (B*H, n, c, W)
     logits = logits + (query_pos == key_pos).to(x.dtype) * self_value + key_pad.view_as(key_pos) * pad_value
