@@ -19,8 +19,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from sct.errors import ConfigError
 from sct.models.blocks import init_weights, parameters_named
+from sct.models.options import check
 from sct.models.registry import default_config, register
 from sct.models.sct import SCT, SCTConfig, embed_frames, frame_features, frame_pathway
 
@@ -32,8 +32,7 @@ class SCTImage(nn.Module):
 
     def __init__(self, config: SCTConfig):
         super().__init__()
-        if config.num_frames != 1:
-            raise ConfigError(f"SCTConfig.num_frames: an image model sees one frame, got {config.num_frames}")
+        check(config.num_frames == 1, config, "num_frames", "1 (an image model sees one frame)")
         self.config = c = config
         self.patch_embed, self.blocks, _ = frame_pathway(c)
         self.num_features = c.temporal_widths()[-1]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sct.models.attention.mixing import LAYOUTS as MIXING_LAYOUTS
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
 from sct.models.blocks import TransformerLayer, drop_path_rates, init_weights, parameters_named
@@ -62,6 +63,8 @@ class VideoViTConfig(ViTBackboneConfig):
         check_rates(self, ("drop_rate", "frame_drop_rate"))
         check_choice(self, "temporal", TEMPORAL_KINDS)
         check_choice(self, "head", HEADS)
+        check_choice(self, "mixing_layout", MIXING_LAYOUTS)
+        check_positive_ints(self, ("n_div",), minimum=0)
         check(self.head != "summary_token" or self.temporal in ("mixing", "space"), self, "head",
               f"not 'summary_token' with temporal={self.temporal!r} (it needs 'mixing' or 'space')")
 

@@ -30,6 +30,7 @@ from sct.errors import ConfigError
 from sct.models.attention.dense import frame_relevance
 from sct.models.attention.lsh_hashing import default_n_buckets, hash_vectors, random_rotations, sort_by_bucket
 from sct.models.checkpointing import recomputing
+from sct.models.options import check, check_positive_ints
 
 __all__ = ["LSHConfig", "LSHSelfAttention", "default_n_buckets", "hash_vectors", "lsh_attention", "random_rotations",
            "sort_by_bucket"]
@@ -496,10 +497,10 @@ class LSHConfig:
     chunks_after: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_buckets is not None and (self.n_buckets < 2 or self.n_buckets % 2):
-            raise ConfigError(f"LSHSelfAttention: n_buckets must be None or even and >= 2, got {self.n_buckets}")
-        if self.chunk_length < 1 or self.n_hashes < 1 or self.chunks_before < 0 or self.chunks_after < 0:
-            raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
+        check(self.n_buckets is None or (self.n_buckets >= 2 and self.n_buckets % 2 == 0), self, "n_buckets",
+              "None or an even integer >= 2")
+        check_positive_ints(self, ("n_hashes", "chunk_length"))
+        check_positive_ints(self, ("chunks_before", "chunks_after"), minimum=0)
 
 
 class LSHSelfAttention(nn.Module):
