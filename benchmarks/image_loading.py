@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import tarfile
 import tempfile
 import time
@@ -31,6 +30,7 @@ import torch
 from PIL import Image
 
 import sct
+from sct.analysis.bench import median_seconds, training_step
 from sct.analysis.hardware import describe_machine
 from sct.analysis.report import markdown_table, update_doc_section
 from sct.data.datasets import DataConfig, build_dataset
@@ -112,15 +112,7 @@ def step_images_per_s(name: str, steps: int, batch: int = 2) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, 224, 224) if name.endswith("_image") else torch.randn(batch, 3, 1, 224, 224)
     labels = torch.randint(1000, (batch,))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times[1:])
+    return batch / median_seconds(training_step(model, optimizer, x, labels), steps, warmup=1)
 
 
 def main() -> None:
