@@ -186,9 +186,10 @@ def run_config(exp: Experiment, seed: int, settings: Settings, data_root: Path, 
     return load_config(None, overrides)
 
 
-def cache_id(exp: Experiment, seed: int, settings: Settings) -> str:
-    """``key/seed<n>/<protocol fingerprint>``, then ``/rev<n>`` once the experiment has a revision."""
-    return f"{exp.key}/seed{seed}/{settings.fingerprint()}" + (f"/rev{exp.revision}" if exp.revision else "")
+def cache_id(exp: Experiment, seed: int, settings: Settings, revision: int | None = None) -> str:
+    """``key/seed<n>/<protocol fingerprint>``, then ``/rev<n>`` from revision 1 on (default: the experiment's)."""
+    revision = exp.revision if revision is None else revision
+    return f"{exp.key}/seed{seed}/{settings.fingerprint()}" + (f"/rev{revision}" if revision else "")
 
 
 def load_cache(path: Path) -> dict[str, dict]:
@@ -235,15 +236,29 @@ def _revision_notes(keys: list[str]) -> list[str]:
     for revision, change in REVISIONS.items():
         rerun = [k for k in keys if EXPERIMENTS[k].revision >= revision]
         if rerun:
-            lines += [f"Revision {revision} ({change}): measured after it: "
-                      f"{', '.join(f'`{k}`' for k in rerun)}; every other row predates it, unmoved by it.", ""]
+            lines += [f"Revision {revision}: {change}. It moves {', '.join(f'`{k}`' for k in rerun)}, which are "
+                      f"retrained at revision {revision}; while a row has fewer seeds at revision {revision} than the "
+                      "others, its earlier runs follow, marked \"before it\". Every other experiment is unmoved by it.",
+                      ""]
     return lines
 
 
-def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: float, classes: int) -> str:
-    """docs/ablations.md: setting, then each table with the paper's numbers beside ours."""
+def _cell(results: list[dict], older: list[dict], key: str, view: str, seeds: int, field: str = "top1") -> str:
+    """A row's mean +- std at the experiment's revision; while that has fewer than ``seeds`` seeds, the runs
+    of earlier revisions follow, marked as predating it."""
+    now, before = _scores(results, key, view, field), _scores(older, key, view, field)
+    revision = EXPERIMENTS[key].revision
+    if revision and before and len(now) < seeds:
+        return f"{_mean_std(now)} at revision {revision}; {_mean_std(before)} before it"
+    return _mean_std(now)
+
+
+def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: float, classes: int,
+               older: list[dict] = ()) -> str:
+    """docs/ablations.md: setting, then each table with the paper's numbers beside ours. ``older``: runs of
+    revised experiments at earlier revisions (shown while a revision's seeds are incomplete)."""
     main_view = settings.view
-    keys = list(dict.fromkeys(r["experiment"] for r in results))
+    keys = list(dict.fromkeys(r["experiment"] for r in [*results, *older]))
     lines = [
         f"Setting: synthetic motion dataset, {classes} classes ({classes // 2} time-reversed pairs), "
         f"{settings.videos_per_class} videos per class (train/val/test split "
@@ -253,7 +268,8 @@ def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: 
         f"noise {settings.noise}, distractor {'on' if settings.distractor else 'off'}; "
         f"{settings.epochs} epochs of AdamW (lr {settings.lr}, batch {settings.batch_size}), from scratch; "
         f"test top-1 at {main_view} views; seeds {', '.join(map(str, seeds))}; "
-        f"{len(results)} runs, {wall / 60:.0f} min of training and testing on this machine's CPU.",
+        f"{len(results)} runs{f' (and {len(older)} of earlier revisions)' if older else ''}, {wall / 60:.0f} min of "
+        "training and testing on this machine's CPU.",
         f"Models: `sct_tiny` at {settings.clip_frames} frames x {settings.size} px with ViLT chunks of "
         f"{TINY_SCT['chunk_size']}x{TINY_SCT['chunk_size']} tiny patches; ViT family at "
         f"{TINY_VIT['dim']} wide, {TINY_VIT['depth']} layers, {TINY_VIT['heads']} heads, "
@@ -264,7 +280,7 @@ def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: 
     for title, rows, claim in TABLES.values():
         lines += [f"## {title}", "", f"Paper: {claim}.", "",
                   "| variant | paper | ours: test top-1 (mean +- std over seeds) |", "|---|---|---|"]
-        lines += [f"| {EXPERIMENTS[k].label} | {paper} | {_mean_std(_scores(results, k, main_view))} |"
+        lines += [f"| {EXPERIMENTS[k].label} | {paper} | {_cell(results, older, k, main_view, len(seeds))} |"
                   for k, paper in rows]
         lines.append("")
     grid = settings.view_grid
@@ -275,7 +291,7 @@ def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: 
               "| model | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
     for key in VIEW_MODELS:
         lines.append(f"| {EXPERIMENTS[key].label} | "
-                     + " | ".join(_mean_std(_scores(results, key, v, "view_grid")) for v in grid) + " |")
+                     + " | ".join(_cell(results, older, key, v, len(seeds), "view_grid") for v in grid) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = load_cache(cache_path)
     core = [k for k in keys if k in CORE]
     rest = [k for k in keys if k not in CORE]
-    results = []
+    results, older = [], []
     for key, seed in [(k, s) for s in seeds for k in core] + [(k, s) for s in seeds for k in rest]:
         run_id = cache_id(EXPERIMENTS[key], seed, settings)
         tested = run_id in cache and (key not in VIEW_MODELS or "view_grid" in cache[run_id])
@@ -347,9 +363,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ablations] {key} seed {seed}: top-1 {record['top1']} ({record['seconds']:.0f} s)", flush=True)
         if run_id in cache:
             results.append(cache[run_id])
-    wall = sum(r["seconds"] for r in results)
+        older += [cache[i] for i in (cache_id(EXPERIMENTS[key], seed, settings, r)
+                                     for r in range(EXPERIMENTS[key].revision)) if i in cache]
+    wall = sum(r["seconds"] for r in [*results, *older])
     # Only the marked section is rewritten: the hand-written reading of the numbers around it stays.
-    update_doc_section(doc, "ablations", format_doc(results, settings, seeds, wall, classes),
+    update_doc_section(doc, "ablations", format_doc(results, settings, seeds, wall, classes, older),
                        title="Measured (generated by benchmarks/ablations.py)")
     doc.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(settings), "seeds": seeds,
                                                     "results": results}, indent=2))
