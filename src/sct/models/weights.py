@@ -228,6 +228,7 @@ def _jax_vit_to_timm(state: StateDict, prefix: str) -> StateDict:
     w = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     old_style = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel" in w
     mha, mlp = BIG_VISION_LAYERS[old_style][1::2]
+    names = big_vision_block_keys(old_style)
     used = {"embedding/kernel", "embedding/bias", "cls", "Transformer/posembed_input/pos_embedding",
             "Transformer/encoder_norm/scale", "Transformer/encoder_norm/bias"}
     out: StateDict = {
@@ -241,7 +242,6 @@ def _jax_vit_to_timm(state: StateDict, prefix: str) -> StateDict:
     depth = len({k.split("/")[1] for k in w if k.startswith("Transformer/encoderblock_")})
     for i in range(depth):
         src, dst = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
-        names = big_vision_block_keys(old_style)
         for ours, theirs in names.items():
             out[dst + ours] = w[src + theirs]
         out[dst + "mlp.fc1.weight"] = w[src + f"{mlp}/Dense_0/kernel"].T
