@@ -24,6 +24,10 @@ from sct.models.options import check
 from sct.models.registry import default_config, register
 from sct.models.sct import SCT, SCTConfig, embed_frames, frame_features, frame_pathway
 
+# The image head's parameters in an ``sct_*_image`` checkpoint: the part a video model initialised from it
+# does not use (``sct.models.transfer`` lists them as unused rather than as foreign tensors).
+HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
+
 
 class SCTImage(nn.Module):
     """SCT's frame pathway + LayerNorm + linear classifier on the [CLS]: ``(B, 3, H, W) -> (B, classes)``."""
