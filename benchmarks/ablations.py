@@ -10,10 +10,10 @@ cannot beat pair-level guessing: it is a small but real test of temporal modelli
     .venv/bin/python benchmarks/ablations.py --quick    # 1 seed, 2 epochs, fewer videos: minutes
     .venv/bin/python benchmarks/ablations.py --only table5,table8 --seeds 3
 
-Finished runs are cached in ``<work>/results.jsonl`` (keyed by experiment, seed and settings), so an
-interrupted run resumes and reruns only rebuild the tables. Writes the marked ``ablations`` section
-of ``docs/ablations.md`` (the hand-written reading around it is kept) and ``docs/ablations.json``
-(``--quick`` writes under the work folder instead, unless ``--doc`` is given).
+Finished runs are cached in ``<work>/results.jsonl`` (keyed by experiment, seed, settings and the
+experiment's revision: see ``REVISIONS``), so an interrupted run resumes and reruns only rebuild the tables.
+Writes the marked ``ablations`` section of ``docs/ablations.md`` (the hand-written reading around it is kept)
+and ``docs/ablations.json`` (``--quick`` writes under the work folder instead, unless ``--doc`` is given).
 """
 
 from __future__ import annotations
