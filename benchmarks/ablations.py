@@ -299,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 10 videos per class")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default 3, quick 1)")
+    parser.add_argument("--seed-list", default=None,
+                        help="comma-separated seeds instead of 0..SEEDS-1 (e.g. 2: a second process for seed 2)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--videos-per-class", type=int, default=None)
     parser.add_argument("--only", default=None, help="comma-separated table keys: " + ",".join(TABLES))
@@ -326,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, **{field: value.lower() in ("1", "true", "yes") if kind is bool
                                                     else kind(value)})
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
+    if args.seed_list:
+        seeds = [int(seed) for seed in args.seed_list.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work or ROOT / "runs" / ("ablations_quick" if args.quick else "ablations"))
