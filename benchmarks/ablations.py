@@ -329,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     else kind(value)})
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     if args.seed_list:
+        if not all(seed.strip().isdigit() for seed in args.seed_list.split(",")):
+            parser.error(f"--seed-list: expected comma-separated non-negative integers, got {args.seed_list!r}")
         seeds = [int(seed) for seed in args.seed_list.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
