@@ -9,6 +9,7 @@
 
     .venv/bin/python benchmarks/deploy_speed.py                 # both, writes docs/benchmarks.md + JSON
     .venv/bin/python benchmarks/deploy_speed.py --only stream --pushes 4 --windows 1
+    .venv/bin/python benchmarks/deploy_speed.py --only runtime --models sct_s   # one model's rows, the others kept
 
 Writes the ``deploy`` section of docs/benchmarks.md and docs/bench_deploy.json.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +36,10 @@ from sct.deploy.reuse import CausalReuse, CyclicReuse, Recompute
 ROOT = Path(__file__).resolve().parents[1]
 
 RUNTIME_MODELS = {"SCT-S": ("sct_s", {}), "X-ViT (ViT-B/16)": ("xvit_b16", {})}
+
+
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def _seconds(fn) -> float:
@@ -58,9 +64,10 @@ def bench_runtime(label: str, name: str, frames: int, size: int, batch: int, rep
                 times["eager", b].append(_seconds(lambda: model(clip)))  # noqa: B023
                 times["onnxruntime", b].append(_seconds(lambda: runtime(clip)))  # noqa: B023
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"[runtime] {label}: " + ", ".join(f"{k[0]} b{k[1]} {v * 1000:.0f} ms" for k, v in med.items()), flush=True)
+    print(f"[runtime] {label}: " + ", ".join(f"{k[0]} b{k[1]} {v * 1000:.0f} ms" for k, v in med.items())
+          + f" (load average {_load()})", flush=True)
     return {"model": label, "name": name, "frames": frames, "size": size, "batch": batch, "repeats": repeats,
-            **{f"{kind}_b{b}_s": med[kind, b] for kind, b in med}}
+            "load_average": _load(), **{f"{kind}_b{b}_s": med[kind, b] for kind, b in med}}
 
 
 def bench_stream(strategy: str, window: int, strides: list[int], size: int, pushes: int, windows: int) -> list[dict]:
@@ -98,14 +105,16 @@ def format_doc(report: dict) -> str:
         rows = []
         for r in report["runtime"]:
             b = r["batch"]
-            rows.append([r["model"], f"{r['frames']}x{r['size']}", f"{r['eager_b1_s'] * 1000:.0f}",
+            rows.append([r["model"], f"{r['frames']}x{r['size']}", r.get("date", report["date"]),
+                         r.get("load_average", "-"), f"{r['eager_b1_s'] * 1000:.0f}",
                          f"{r['onnxruntime_b1_s'] * 1000:.0f}", f"{r['eager_b1_s'] / r['onnxruntime_b1_s']:.2f}x",
                          f"{b / r[f'eager_b{b}_s']:.2f}", f"{b / r[f'onnxruntime_b{b}_s']:.2f}",
                          f"{r[f'eager_b{b}_s'] / r[f'onnxruntime_b{b}_s']:.2f}x"])
         b = report["runtime"][0]["batch"]
         lines += ["onnxruntime vs PyTorch eager (random weights, fp32, median of "
                   f"{report['runtime'][0]['repeats']} interleaved repetitions):", "",
-                  markdown_table(["model", "input", "eager ms (batch 1)", "onnxruntime ms (batch 1)", "speed-up",
+                  markdown_table(["model", "input", "date", "load average (1/5/15 min)", "eager ms (batch 1)",
+                                  "onnxruntime ms (batch 1)", "speed-up",
                                   f"eager clips/s (batch {b})", f"onnxruntime clips/s (batch {b})", "speed-up"], rows),
                   ""]
     if report.get("stream"):
@@ -124,6 +133,8 @@ def format_doc(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("runtime", "stream"), help="one part only")
+    parser.add_argument("--models", default=",".join(name for name, _ in RUNTIME_MODELS.values()),
+                        help="runtime part: these models only (comma-separated names); the other rows are kept")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=4, help="batch of the throughput runs")
@@ -145,12 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         update_doc_section(args.doc, "deploy", format_doc(report), title="Deployment: onnxruntime and `sct stream`")
 
     if args.only in (None, "runtime"):
-        report["runtime"] = []
+        chosen = args.models.split(",")
+        unknown = set(chosen) - {name for name, _ in RUNTIME_MODELS.values()}
+        if unknown:
+            parser.error(f"--models: unknown {', '.join(sorted(unknown))}")
+        rows = {r["name"]: r for r in report.get("runtime", [])}
         with tempfile.TemporaryDirectory() as work:
             for label, (name, _) in RUNTIME_MODELS.items():
-                report["runtime"].append(bench_runtime(label, name, args.frames, args.size, args.batch, args.repeats,
-                                                       Path(work)))
-                save()
+                if name in chosen:
+                    rows[name] = {**bench_runtime(label, name, args.frames, args.size, args.batch, args.repeats,
+                                                  Path(work)), "date": time.strftime("%Y-%m-%d %H:%M")}
+                    report["runtime"] = [rows[n] for n, _ in RUNTIME_MODELS.values() if n in rows]
+                    save()
     if args.only in (None, "stream"):
         report["stream"] = []
         for strategy in ("recompute", "cyclic reuse", "causal reuse"):

@@ -5,7 +5,8 @@ streamed with a checkpoint trained on the synthetic motion set; does the timelin
 
 Takes the first ``--pairs`` test videos of each class (from ``<data>/test.csv``), writes
 ``<out>/right_then_left_<i>.mp4`` (the two clips back to back, H.264), streams each with stride 1 and
-prints, per video, the cut time, the top-1 label of every window and where the label switched.
+prints, per video, the cut time, the top-1 label of every window and the window from which the label stays
+``move_left``; ``<out>/stream_check.json`` keeps it all.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ def join(clips: list[Path], out: Path) -> tuple[Path, float]:
     return out, len(frames[0]) / float(fps)
 
 
+def settled_on(windows: list[dict], label: str) -> dict | None:
+    """The first window from which every later window's top-1 is ``label`` (None if the last one is not)."""
+    first = None
+    for window in windows:
+        first = (first or window) if window["top"][0]["label"] == label else None
+    return first
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -59,11 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         windows = [json.loads(line) for line in (out / f"stream_{i}" / "timeline.jsonl").read_text().splitlines()]
         labels = [(w["end_time"], w["top"][0]["label"]) for w in windows]
         switches = [t for (t, a), (_, b) in zip(labels, labels[1:]) if a != b]
+        settled = settled_on(windows, "move_left")
         results.append({"video": str(video), "clips": [str(right), str(left)], "cut_time": cut,
                         "windows": [f"{t:.1f}s {label}" for t, label in labels], "switch_times": switches,
+                        "first_label": labels[0][1] if labels else None, "move_left_from": settled,
                         "end": summary["end"]})
         print(f"{video.name}: cut at {cut:.1f} s; top-1 per window end: "
               + ", ".join(f"{t:.1f}:{label}" for t, label in labels), flush=True)
+        if settled:
+            print(f"  move_left from the window ending at {settled['end_time']:.1f} s (model frame "
+                  f"{settled['last_frame']}), {settled['end_time'] - cut:.1f} s after the cut", flush=True)
     (out / "stream_check.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -346,17 +346,18 @@ def test_fused_cpu_kernel_equals_explicit_path(monkeypatch):
     torch.testing.assert_close(lsh_attention(qk, v, **kwargs), fused, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("padded_from", [150, 60])
-def test_padding_blocks_equal_the_full_mask_everywhere(monkeypatch, padded_from):
+@pytest.mark.parametrize("padded_from, after", [(150, 0), (60, 0), (150, 1), (60, 2)])
+def test_padding_blocks_equal_the_full_mask_everywhere(monkeypatch, padded_from, after):
     """Padding sorts to the end of each round, so only the last chunks (as many as the most padding in a row
-    fills) need the full mask; masking every block in full gives the same outputs and gradients."""
+    fills, and the ``chunks_after`` before them, which look ahead into it) need the full mask; masking every
+    block in full gives the same outputs and gradients."""
     from sct.models.attention import lsh
 
     qk, v = rand_qkv(seq=200, d=8)
     mask = torch.zeros(2, 200, dtype=torch.bool)
     mask[1, padded_from:] = True
     kwargs = dict(n_hashes=2, n_buckets=8, chunk_length=16, rotations=random_rotations(3, 8, 2, 8),
-                  key_padding_mask=mask)
+                  key_padding_mask=mask, chunks_after=after)
 
     def run():
         a, b = qk.clone().requires_grad_(), v.clone().requires_grad_()

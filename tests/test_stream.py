@@ -1,4 +1,5 @@
-"""``sct stream``: what the streamed output equals (cyclic and causal shift), outputs, and sources that end or stall."""
+"""``sct stream``: what the streamed output equals (cyclic and causal shift), outputs, and sources that end, stall
+or break."""
 
 import json
 import os
@@ -14,7 +15,7 @@ from engine_support import CLASSES, synthetic_set, tiny_config
 from sct import create_model
 from sct.cli import main as cli_main
 from sct.deploy.reuse import CausalReuse, CyclicReuse, Recompute, receptive_field, window_classifier
-from sct.deploy.source import Resampler
+from sct.deploy.source import Resampler, StreamEnd, read_frames
 from sct.deploy.stream import FramePipeline, stream
 from sct.engine.checkpoint import model_from_checkpoint
 from sct.engine.evaluate import checkpoint_run_config
@@ -98,6 +99,29 @@ def test_resampler_picks_the_frame_on_screen_at_each_tick():
     assert [(k, round(t, 2), f) for k, t, f in picked] == [(0, 0.0, 0), (1, 0.25, 2), (2, 0.5, 5), (3, 0.75, 7)]
 
 
+def _end_of(path):
+    frames = read_frames(str(path))
+    count = 0
+    while True:
+        try:
+            next(frames)
+            count += 1
+        except StopIteration as stop:
+            return count, stop.value
+
+
+def test_whole_files_end_normally_whatever_their_timing(tmp_path):
+    """The truncation check must not flag whole files: variable frame rate with a long gap, and Matroska."""
+    vfr = write_video(tmp_path / "vfr.mp4", num_frames=5, times=[0.0, 0.1, 0.2, 0.3, 2.0])
+    mkv = write_video(tmp_path / "whole.mkv", num_frames=40, fps=10, gop=5)
+    assert _end_of(vfr) == (5, StreamEnd("ended", "the source has no more frames", 5, 0))
+    assert _end_of(mkv)[1].reason == "ended"
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(mkv.read_bytes()[: mkv.stat().st_size * 6 // 10])
+    count, end = _end_of(cut)
+    assert end.reason == "broke" and 0 < count < 40
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     data = synthetic_set(tmp_path_factory.getbasetemp())
@@ -108,6 +132,21 @@ def checkpoint(tmp_path_factory):
 def _decoded(path):
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _assert_outputs_closed(out, annotated, reason):
+    """``stream.json`` says ``reason``; every window is a whole JSON line, numbered in order; the annotated
+    video decodes (PyAV) to every source frame read; the plot is drawn. Returns the summary."""
+    summary = json.loads((out / "stream.json").read_text())
+    assert summary["end"] == reason and summary["windows"] >= 1
+    text = (out / "timeline.jsonl").read_text()
+    assert text.endswith("\n")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [w["window"] for w in lines] == list(range(summary["windows"]))
+    assert all(w["last_frame"] - w["first_frame"] + 1 == summary["window"] and w["top"] for w in lines)
+    assert len(_decoded(annotated)) == summary["source_frames"]
+    assert Image.open(out / "timeline.png").size[0] > 100
+    return summary
 
 
 def test_stream_of_a_file_writes_the_offline_probabilities_and_every_output(checkpoint, tmp_path):
@@ -128,9 +167,7 @@ def test_stream_of_a_file_writes_the_offline_probabilities_and_every_output(chec
             probs = torch.softmax(model.eval()(frames[None, :, line["first_frame"]:line["last_frame"] + 1])[0], -1)
             for entry in line["top"]:
                 assert entry["probability"] == pytest.approx(probs[CLASSES.index(entry["label"])].item(), abs=1e-5)
-    assert len(_decoded(tmp_path / "ann.mp4")) == 14
-    assert Image.open(out / "timeline.png").size[0] > 100
-    assert json.loads((out / "stream.json").read_text())["windows"] == 3
+    assert _assert_outputs_closed(out, tmp_path / "ann.mp4", "ended")["windows"] == 3
 
 
 def test_cli_stream_reports_a_source_that_stalls_and_closes_its_outputs(checkpoint, tmp_path, capsys):
@@ -154,11 +191,42 @@ def test_cli_stream_reports_a_source_that_stalls_and_closes_its_outputs(checkpoi
     done.set()
     assert code == 1
     assert capsys.readouterr().out.startswith("stalled: no frame for")
-    summary = json.loads((out / "stream.json").read_text())
-    assert summary["end"] == "stalled" and summary["source_frames"] > 8 and summary["windows"] >= 1
-    assert len((out / "timeline.jsonl").read_text().splitlines()) == summary["windows"]
-    assert len(_decoded(tmp_path / "ann.mp4")) == summary["source_frames"]  # finalised, every frame in it
-    assert (out / "timeline.png").is_file()
+    summary = _assert_outputs_closed(out, tmp_path / "ann.mp4", "stalled")
+    assert 8 < summary["source_frames"] < 40
+
+
+def _stream_cli(video, checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli_main(["stream", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--stride", "2",
+                     "--annotate", str(tmp_path / "ann.mp4")])
+    return code, capsys.readouterr().out, out
+
+
+def test_cli_stream_reports_a_file_that_breaks_mid_stream_and_closes_its_outputs(checkpoint, tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", num_frames=40, width=32, height=32, fps=10, gop=5)
+    data = bytearray(video.read_bytes())
+    middle = len(data) // 2  # inside the frame data (the index is at the end): the decoder fails there
+    data[middle:middle + 500] = b"\xff" * 500
+    video.write_bytes(bytes(data))
+    code, printed, out = _stream_cli(video, checkpoint, tmp_path, capsys)
+    assert code == 1
+    assert printed.startswith("broke: InvalidDataError")
+    summary = _assert_outputs_closed(out, tmp_path / "ann.mp4", "broke")
+    assert 8 <= summary["source_frames"] < 40
+
+
+def test_cli_stream_reports_a_truncated_file_and_closes_its_outputs(checkpoint, tmp_path, capsys):
+    whole = write_video(tmp_path / "whole.mkv", num_frames=40, width=32, height=32, fps=10, gop=5)
+    code, printed, out = _stream_cli(whole, checkpoint, tmp_path, capsys)
+    assert code == 0 and printed.startswith("ended:")  # the whole file: no false alarm
+    assert _assert_outputs_closed(out, tmp_path / "ann.mp4", "ended")["source_frames"] == 40
+    video = tmp_path / "cut.mkv"
+    video.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])  # FFmpeg reads it to the cut, no error
+    code, printed, out = _stream_cli(video, checkpoint, tmp_path, capsys)
+    assert code == 1
+    assert printed.startswith("broke: the file stops at") and "of the 4.00 s its header declares" in printed
+    summary = _assert_outputs_closed(out, tmp_path / "ann.mp4", "broke")
+    assert 8 <= summary["source_frames"] < 40
 
 
 def test_bad_options_and_sources_are_named(checkpoint, tmp_path):

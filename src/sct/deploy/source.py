@@ -2,7 +2,8 @@
 
 A reader thread demuxes and decodes into a bounded queue; :func:`read_frames` yields ``(time, image)``
 from it and ends with a :class:`StreamEnd` saying why: the source ``ended``, ``stalled`` (no frame for
-``stall_timeout`` seconds) or ``broke`` (a demux/decode error mid-stream, with its message). A file is
+``stall_timeout`` seconds) or ``broke`` (a demux/decode error mid-stream, with its message, or a file whose
+frames stop well before the duration its header declares: :func:`truncation`). A file is
 read without loss; a live source drops its oldest queued frames when the consumer falls behind.
 :class:`Resampler` turns the arriving frames into frames at the model's rate.
 """
@@ -22,6 +23,8 @@ import numpy as np
 from sct.errors import VideoDecodeError
 
 QUEUE_FRAMES = 64
+# A file whose frames stop more than this many frame periods before the end its header declares was cut short.
+MISSING_TAIL_FRAMES = 2
 
 
 @dataclass
@@ -76,18 +79,44 @@ class _Reader(threading.Thread):
         # The thread owns the container: a stalled source may block it inside a read, where closing the
         # container from another thread would pull the buffers from under it.
         end = StreamEnd("ended", "the source has no more frames")
+        shown = 0.0  # seconds up to which decoded frames cover the file
         try:
             for frame in self.container.decode(self.stream):
                 if self.stop.is_set():
                     return
                 if frame.time is None:
                     continue
+                shown = float(frame.time) + (float(frame.duration * frame.time_base) if frame.duration else 0.0)
                 self._put((float(frame.time), frame.to_ndarray(format="rgb24")))
-        except (av.error.FFmpegError, OSError) as err:
+            cut = None if self.live else truncation(self.container, self.stream, shown)
+            if cut:
+                end = StreamEnd("broke", cut)
+        except Exception as err:  # noqa: BLE001 - any failure mid-read ends the stream as broken, never silently
             end = StreamEnd("broke", f"{type(err).__name__}: {err}")
         finally:
             self.container.close()
         self._put(end)
+
+
+def truncation(container, stream, shown: float) -> str | None:
+    """Why a file that decoded to its end without an error was cut short, or None: its frames cover it up to
+    ``shown`` seconds (the last one's time plus its duration), more than :data:`MISSING_TAIL_FRAMES` frame
+    periods before the end its header declares (the video stream's duration, or the container's when the
+    video is its only stream). FFmpeg reads a truncated MP4 or Matroska file to the cut and reports a normal
+    end."""
+    base = stream.time_base
+    if stream.duration and base:
+        declared = float((stream.duration + (stream.start_time or 0)) * base)
+    elif container.duration and len(container.streams) == 1:
+        declared = container.duration / av.time_base + float((stream.start_time or 0) * (base or 0))
+    else:
+        return None
+    rate = stream.average_rate or stream.guessed_rate
+    period = 1.0 / float(rate) if rate else 0.1
+    if declared - shown <= MISSING_TAIL_FRAMES * period:
+        return None
+    return (f"the file stops at {shown:.2f} s of the {declared:.2f} s its header declares "
+            "(truncated or damaged)")
 
 
 def read_frames(source: str, *, stall_timeout: float = 10.0, input_format: str | None = None,

@@ -76,8 +76,8 @@ class _Layout:
     @property
     def tail(self) -> int:
         """Chunks at the end of each round that get blocks of their own: windows reaching past the round, or
-        holding padding."""
-        return max(self.after, self.pad_chunks)
+        holding padding (the padding chunks, and the ``after`` chunks before them that look ahead into it)."""
+        return self.after + self.pad_chunks
 
     def full_mask(self, first: int, count: int) -> bool:
         """Whether some window of the chunks in slots ``[first, first + count)`` reaches into another round

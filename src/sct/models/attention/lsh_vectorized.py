@@ -5,9 +5,12 @@ query/key, angular hashing with given rotations, a stable sort by (round, bucket
 look ``chunks_before`` back and ``chunks_after`` ahead circularly, a self mask, rounds combined by their
 log-sum-exp), written without Python loops over blocks, in-place updates, custom autograd or fused
 kernels: hashing is a matmul and an argmax, the sort an ``argsort`` of ``bucket * Lp + position`` (unique
-keys, so any sort is stable), the chunks ``gather`` and ``roll``. A tracer records it as ONNX
-MatMul / ArgMax / TopK / GatherElements ops whose shapes follow the batch size. It holds every chunk's
-logits at once, ``O(L * window)`` memory, where the blocked version keeps ``O(L)``.
+keys, so any sort is stable), rows are moved by index (row gathers of whole vectors), the chunks ``roll``.
+A tracer records it as ONNX MatMul / ArgMax / TopK / Gather / ScatterElements ops whose shapes follow the
+batch size. It holds every chunk's logits at once, ``O(L * window)`` memory, where the blocked version
+keeps ``O(L)``; its operations are picked for onnxruntime's CPU kernels (benchmarks/onnx_profile.py): over
+the logits, only the two matmuls, one mask addition (a constant diagonal outside round-crossing chunks),
+one Softmax and two max reductions.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from sct.models.attention.lsh import mask_values
 
 
 def _hash(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Buckets ``(B, H, R, L)`` of ``x`` ``(B, H, L, d)``: argmax over ``[x R, -x R]`` per round."""
+    """Buckets ``(B, H, R, L)`` of ``x`` ``(B, H, L, d)``: argmax over ``[x R, -x R]`` per round, as
+    :func:`sct.models.attention.lsh_hashing.hash_vectors` finds it (the entry of ``x R`` largest in
+    magnitude, shifted by ``n_buckets / 2`` when negative), so both agree on ties too."""
     rounds, half = rotations.shape[2:]
-    rotated = (x @ rotations.flatten(2)).unflatten(-1, (rounds, half)).transpose(2, 3)  # (B, H, R, L, n_b/2)
-    return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)
+    rotated = (x @ rotations.flatten(2)).unflatten(-1, (rounds, half))  # (B, H, L, R, n_b/2)
+    best = rotated.abs().argmax(dim=-1, keepdim=True)
+    negative = rotated.gather(-1, best) < 0
+    return (best + negative.long() * half).squeeze(-1).transpose(2, 3)
 
 
 def _look_around(chunks: torch.Tensor, before: int, after: int) -> torch.Tensor:
@@ -31,6 +38,40 @@ def _look_around(chunks: torch.Tensor, before: int, after: int) -> torch.Tensor:
     parts = [torch.roll(chunks, shifts=j, dims=1) for j in range(before, 0, -1)]
     parts += [chunks] + [torch.roll(chunks, shifts=-j, dims=1) for j in range(1, after + 1)]
     return torch.cat(parts, dim=2)
+
+
+def _row_offsets(index: torch.Tensor, row_length: int) -> torch.Tensor:
+    """``index`` ``(G, S)`` into rows of length ``row_length`` -> flat indices ``(G * S,)`` into the rows
+    flattened to ``(G * row_length, ...)``."""
+    # Row numbers counted from the index itself: a traced arange or ones_like would fix the row count (it
+    # follows the batch size) as a constant of the example's.
+    rows = (index[:, :1] * 0 + 1).cumsum(0) - 1
+    return (index + rows * row_length).flatten()
+
+
+def _inverse(order: torch.Tensor) -> torch.Tensor:
+    """The inverse of each row's permutation ``order`` ``(..., L)``: a scatter, cheaper than a second sort."""
+    positions = order * 0 + torch.arange(order.shape[-1], device=order.device)  # shaped like order when traced
+    return order.scatter(-1, order, positions)  # a permutation: every entry is written
+
+
+def _attend(logits: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(logits) @ values`` and the log-sum-exp of ``logits`` ``(..., c, W)``. The row's largest
+    probability is ``1 / sum(exp(logits - max))``, so the log-sum-exp is ``max - log(max probability)``: two
+    cheap reductions beside one Softmax (onnxruntime's ReduceLogSumExp makes several passes over the logits)."""
+    probs = torch.softmax(logits, dim=-1)
+    return probs @ values, logits.amax(dim=-1, keepdim=True) - probs.amax(dim=-1, keepdim=True).log()
+
+
+def _chunk_ranges(per_round: int, before: int, after: int) -> list[tuple[int, int, bool]]:
+    """``(start, stop, exact)`` ranges of the chunks of a round. A window of the first ``before`` or the last
+    ``after`` chunks reaches into another round (or wraps onto itself), where a key may be any position, so
+    the self mask compares positions (``exact``); every other window holds its own round's positions once,
+    so a query meets itself only on the diagonal of its own chunk, a constant mask."""
+    head = min(before, per_round)
+    tail = min(after, per_round - head)
+    ranges = [(0, head, True), (head, per_round - tail, False), (per_round - tail, per_round, True)]
+    return [r for r in ranges if r[1] > r[0]]
 
 
 def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int, n_buckets: int, chunk_length: int,
@@ -43,6 +84,7 @@ def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int
     rounds, chunk = (1, seq_len) if dense else (n_hashes, chunk_length)
     before, after = (0, 0) if dense else (chunks_before, chunks_after)
     padded = seq_len + (-seq_len % chunk)
+    padding = key_padding_mask is not None or padded > seq_len  # fixed by the shapes: no branch on values
     pad = torch.zeros(1, seq_len, dtype=torch.bool) if key_padding_mask is None else key_padding_mask
     pad = F.pad(pad, (0, padded - seq_len), value=True)  # (B | 1, Lp)
     x, values = (F.pad(t, (0, 0, 0, padded - seq_len)) for t in (qk, v))  # (B, H, Lp, d)
@@ -54,29 +96,40 @@ def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int
         # Padding goes to a bucket after every real one, as in the blocked version.
         buckets = torch.where(pad[:, None, None, :], n_buckets, buckets)
         order = torch.argsort(buckets * padded + positions, dim=-1)  # (B, H, R, Lp), stable by construction
-    order = order.flatten(2)  # (B, H, R * Lp): round r's slots are positions of round r's sort
-    index = order.unsqueeze(-1).expand(-1, -1, -1, dim_head)
-    xs, vs = x.gather(2, index), values.gather(2, index)
+    order = order.flatten(0, 1).flatten(1)  # (B*H, R * Lp): round r's slots are positions of round r's sort
+    slots = _row_offsets(order, padded)
+    xs = x.flatten(0, 2).index_select(0, slots).view(-1, rounds * padded, dim_head)  # (B*H, R * Lp, d)
+    vs = values.flatten(0, 2).index_select(0, slots).view_as(xs)
     keys = xs * torch.rsqrt(xs.pow(2).mean(-1, keepdim=True) + 1e-6) * dim_head ** -0.5
     n_chunks = rounds * padded // chunk
 
     def chunked(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(bsz, heads, n_chunks, chunk, *t.shape[3:])
+        return t.reshape(-1, n_chunks, chunk, *t.shape[2:])  # -1: B*H follows the batch when traced
 
-    window_keys = _look_around(chunked(keys).flatten(0, 1), before, after)  # (B*H, n, W, d)
-    window_values = _look_around(chunked(vs).flatten(0, 1), before, after)
-    query_pos = chunked(order).flatten(0, 1).unsqueeze(-1)  # (B*H, n, c, 1)
+    window_keys = _look_around(chunked(keys), before, after)  # (B*H, n, W, d)
+    window_values = _look_around(chunked(vs), before, after)
+    query_pos = chunked(order).unsqueeze(-1)  # (B*H, n, c, 1)
     key_pos = _look_around(query_pos, before, after).transpose(-1, -2)  # (B*H, n, 1, W)
     pad_value, self_value = mask_values(x.dtype)
-    key_pad = pad.unsqueeze(1).expand(bsz, heads, padded).flatten(0, 1).gather(1, key_pos.flatten(1))
-    logits = chunked(xs).flatten(0, 1) @ window_keys.transpose(-1, -2)  # (B*H, n, c, W)
-    logits = logits + (query_pos == key_pos).to(x.dtype) * self_value + key_pad.view_as(key_pos) * pad_value
-    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-    out = torch.softmax(logits, dim=-1) @ window_values  # (B*H, n, c, d)
+    if padding:
+        key_pad = pad.unsqueeze(1).expand(bsz, heads, padded).flatten(0, 1).gather(1, key_pos.flatten(1))
+        key_bias = key_pad.view_as(key_pos).to(x.dtype) * pad_value  # (B*H, n, 1, W)
+    diagonal = F.pad(torch.eye(chunk, dtype=x.dtype) * self_value, (before * chunk, after * chunk))  # (c, W)
+
+    parts = []
+    for start, stop, exact in _chunk_ranges(n_chunks // rounds, before, after):
+        def part(t: torch.Tensor, start=start, stop=stop) -> torch.Tensor:  # (B*H, n, ...) -> (B*H, R, m, ...)
+            return t.unflatten(1, (rounds, n_chunks // rounds))[:, :, start:stop]
+
+        logits = part(chunked(xs)) @ part(window_keys).transpose(-1, -2)  # (B*H, R, m, c, W)
+        mask = (part(query_pos) == part(key_pos)).to(x.dtype) * self_value if exact else diagonal
+        logits = logits + mask + part(key_bias) if padding else logits + mask
+        parts.append(_attend(logits, part(window_values)))
+    out = torch.cat([o for o, _ in parts], dim=2)  # (B*H, R, n / R, c, d), sorted order
+    lse = torch.cat([z for _, z in parts], dim=2)
     # Back to original positions per round, then the rounds weighted by their share of the total mass.
-    unsort = torch.argsort(order.view(bsz, heads, rounds, padded), dim=-1)
-    out = out.reshape(bsz, heads, rounds, padded, dim_head).gather(3, unsort.unsqueeze(-1).expand(
-        -1, -1, -1, -1, dim_head))
-    lse = lse.reshape(bsz, heads, rounds, padded, 1).gather(3, unsort.unsqueeze(-1))
+    back = _row_offsets(_inverse(order.view(-1, rounds, padded)).flatten(0, 1), padded)
+    out = out.reshape(-1, dim_head).index_select(0, back).view(bsz, heads, rounds, padded, dim_head)
+    lse = lse.reshape(-1, 1).index_select(0, back).view(bsz, heads, rounds, padded, 1)
     out = (out * torch.softmax(lse, dim=2)).sum(dim=2)
     return out[:, :, :seq_len]
