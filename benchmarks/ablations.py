@@ -10,10 +10,10 @@ cannot beat pair-level guessing: it is a small but real test of temporal modelli
     .venv/bin/python benchmarks/ablations.py --quick    # 1 seed, 2 epochs, fewer videos: minutes
     .venv/bin/python benchmarks/ablations.py --only table5,table8 --seeds 3
 
-Finished runs are cached in ``<work>/results.jsonl`` (keyed by experiment, seed and settings), so an
-interrupted run resumes and reruns only rebuild the tables. Writes the marked ``ablations`` section
-of ``docs/ablations.md`` (the hand-written reading around it is kept) and ``docs/ablations.json``
-(``--quick`` writes under the work folder instead, unless ``--doc`` is given).
+Finished runs are cached in ``<work>/results.jsonl`` (keyed by experiment, seed, settings and the
+experiment's revision: see ``REVISIONS``), so an interrupted run resumes and reruns only rebuild the tables.
+Writes the marked ``ablations`` section of ``docs/ablations.md`` (the hand-written reading around it is kept)
+and ``docs/ablations.json`` (``--quick`` writes under the work folder instead, unless ``--doc`` is given).
 """
 
 from __future__ import annotations
@@ -49,11 +49,24 @@ TINY_SCT = {"chunk_size": 8}
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
+    """``revision``: how many code changes that move this experiment's result it has been rerun after (see
+    ``REVISIONS``); it is part of the cache id, so a bump retrains the experiment and leaves the rest cached."""
+
     key: str
     model: str
     overrides: dict
     label: str
+    revision: int = 0
 
+
+# The cache is keyed by the protocol (``Settings.fingerprint``), which cannot see a change to the code a run
+# trains: a change that moves a result bumps the revision of the experiments it moves, with its reason here,
+# and the tables name the revision each row was measured at.
+REVISIONS = {
+    1: "the ViT's temporal embedding out of weight decay (each model declares `no_weight_decay()`); "
+       "`xvit_b16` with X-ViT's Dropout(0.5) on every frame feature before its head (`frame_drop_rate`)",
+}
+VIT_REVISION = 1
 
 E = Experiment
 EXPERIMENTS = {e.key: e for e in [
@@ -72,12 +85,16 @@ EXPERIMENTS = {e.key: e for e in [
     E("sct_conv_local", "sct_tiny", {**TINY_SCT, "local_kind": "conv"}, "conv local blocks instead of ViLT"),
     E("sct_dense_global", "sct_tiny", {**TINY_SCT, "global_kind": "dense"}, "dense global attention instead of LSH"),
     E("sct_no_global", "sct_tiny", {**TINY_SCT, "global_kind": "none"}, "no global layer"),
-    E("tsm_avg", "tsm_vit_b16", {**TINY_VIT, "head": "average"}, "TSM-ViT, temporal average pooling"),
-    E("tsm_ta", "tsm_vit_b16", {**TINY_VIT, "head": "temporal_attention"}, "TSM-ViT, temporal attention"),
-    E("xvit_avg", "xvit_b16", {**TINY_VIT, "head": "average"}, "X-ViT, temporal average pooling"),
-    E("xvit_ta", "xvit_b16", {**TINY_VIT, "head": "temporal_attention"}, "X-ViT, temporal attention"),
+    E("tsm_avg", "tsm_vit_b16", {**TINY_VIT, "head": "average"}, "TSM-ViT, temporal average pooling",
+      VIT_REVISION),
+    E("tsm_ta", "tsm_vit_b16", {**TINY_VIT, "head": "temporal_attention"}, "TSM-ViT, temporal attention",
+      VIT_REVISION),
+    E("xvit_avg", "xvit_b16", {**TINY_VIT, "head": "average"}, "X-ViT, temporal average pooling",
+      VIT_REVISION),
+    E("xvit_ta", "xvit_b16", {**TINY_VIT, "head": "temporal_attention"}, "X-ViT, temporal attention",
+      VIT_REVISION),
     E("bag_of_frames", "vit_b16_frames", {**TINY_VIT, "head": "average"},
-      "bag of frames (per-frame ViT, features averaged)"),
+      "bag of frames (per-frame ViT, features averaged)", VIT_REVISION),
 ]}
 
 # Each table: (title, [(experiment, paper's number)], what the paper concludes, the metric it reports).
@@ -169,6 +186,12 @@ def run_config(exp: Experiment, seed: int, settings: Settings, data_root: Path, 
     return load_config(None, overrides)
 
 
+def cache_id(exp: Experiment, seed: int, settings: Settings, revision: int | None = None) -> str:
+    """``key/seed<n>/<protocol fingerprint>``, then ``/rev<n>`` from revision 1 on (default: the experiment's)."""
+    revision = exp.revision if revision is None else revision
+    return f"{exp.key}/seed{seed}/{settings.fingerprint()}" + (f"/rev{revision}" if revision else "")
+
+
 def load_cache(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
@@ -180,7 +203,8 @@ def run_one(exp: Experiment, seed: int, settings: Settings, data_root: Path, wor
 
     ``top1``: at ``settings.view``; ``view_grid`` (VIEW_MODELS): at every view of the grid.
     """
-    out = work / "runs" / f"{exp.key}_seed{seed}"
+    # A revision trains in a folder of its own: resume=auto would otherwise reload the older revision's run.
+    out = work / "runs" / (f"{exp.key}_seed{seed}" + (f"_rev{exp.revision}" if exp.revision else ""))
     cfg = run_config(exp, seed, settings, data_root, out)
     start = time.perf_counter()
     weights = train(cfg) / "model.safetensors"
@@ -206,9 +230,35 @@ def _scores(results: list[dict], key: str, view: str, field: str = "top1") -> li
     return [r[field][view] for r in results if r["experiment"] == key and view in r.get(field, {})]
 
 
-def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: float, classes: int) -> str:
-    """docs/ablations.md: setting, then each table with the paper's numbers beside ours."""
+def _revision_notes(keys: list[str]) -> list[str]:
+    """One line per code revision: which of the tabled experiments were rerun after it."""
+    lines = []
+    for revision, change in REVISIONS.items():
+        rerun = [k for k in keys if EXPERIMENTS[k].revision >= revision]
+        if rerun:
+            lines += [f"Revision {revision}: {change}. It moves {', '.join(f'`{k}`' for k in rerun)}, which are "
+                      f"retrained at revision {revision}; while a row has fewer seeds at revision {revision} than the "
+                      "others, its earlier runs follow, marked \"before it\". Every other experiment is unmoved by it.",
+                      ""]
+    return lines
+
+
+def _cell(results: list[dict], older: list[dict], key: str, view: str, seeds: int, field: str = "top1") -> str:
+    """A row's mean +- std at the experiment's revision; while that has fewer than ``seeds`` seeds, the runs
+    of earlier revisions follow, marked as predating it."""
+    now, before = _scores(results, key, view, field), _scores(older, key, view, field)
+    revision = EXPERIMENTS[key].revision
+    if revision and before and len(now) < seeds:
+        return f"{_mean_std(now)} at revision {revision}; {_mean_std(before)} before it"
+    return _mean_std(now)
+
+
+def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: float, classes: int,
+               older: list[dict] = ()) -> str:
+    """docs/ablations.md: setting, then each table with the paper's numbers beside ours. ``older``: runs of
+    revised experiments at earlier revisions (shown while a revision's seeds are incomplete)."""
     main_view = settings.view
+    keys = list(dict.fromkeys(r["experiment"] for r in [*results, *older]))
     lines = [
         f"Setting: synthetic motion dataset, {classes} classes ({classes // 2} time-reversed pairs), "
         f"{settings.videos_per_class} videos per class (train/val/test split "
@@ -218,17 +268,19 @@ def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: 
         f"noise {settings.noise}, distractor {'on' if settings.distractor else 'off'}; "
         f"{settings.epochs} epochs of AdamW (lr {settings.lr}, batch {settings.batch_size}), from scratch; "
         f"test top-1 at {main_view} views; seeds {', '.join(map(str, seeds))}; "
-        f"{len(results)} runs, {wall / 60:.0f} min of training and testing on this machine's CPU.",
+        f"{len(results)} runs{f' (and {len(older)} of earlier revisions)' if older else ''}, {wall / 60:.0f} min of "
+        "training and testing on this machine's CPU.",
         f"Models: `sct_tiny` at {settings.clip_frames} frames x {settings.size} px with ViLT chunks of "
         f"{TINY_SCT['chunk_size']}x{TINY_SCT['chunk_size']} tiny patches; ViT family at "
         f"{TINY_VIT['dim']} wide, {TINY_VIT['depth']} layers, {TINY_VIT['heads']} heads, "
         f"{TINY_VIT['patch_size']}x{TINY_VIT['patch_size']} patches; every model with xavier init.",
         "",
     ]
+    lines += _revision_notes(keys)
     for title, rows, claim in TABLES.values():
         lines += [f"## {title}", "", f"Paper: {claim}.", "",
                   "| variant | paper | ours: test top-1 (mean +- std over seeds) |", "|---|---|---|"]
-        lines += [f"| {EXPERIMENTS[k].label} | {paper} | {_mean_std(_scores(results, k, main_view))} |"
+        lines += [f"| {EXPERIMENTS[k].label} | {paper} | {_cell(results, older, k, main_view, len(seeds))} |"
                   for k, paper in rows]
         lines.append("")
     grid = settings.view_grid
@@ -239,7 +291,7 @@ def format_doc(results: list[dict], settings: Settings, seeds: list[int], wall: 
               "| model | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
     for key in VIEW_MODELS:
         lines.append(f"| {EXPERIMENTS[key].label} | "
-                     + " | ".join(_mean_std(_scores(results, key, v, "view_grid")) for v in grid) + " |")
+                     + " | ".join(_cell(results, older, key, v, len(seeds), "view_grid") for v in grid) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -247,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 10 videos per class")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default 3, quick 1)")
+    parser.add_argument("--seed-list", default=None,
+                        help="comma-separated seeds instead of 0..SEEDS-1 (e.g. 2: a second process for seed 2)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--videos-per-class", type=int, default=None)
     parser.add_argument("--only", default=None, help="comma-separated table keys: " + ",".join(TABLES))
@@ -274,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, **{field: value.lower() in ("1", "true", "yes") if kind is bool
                                                     else kind(value)})
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
+    if args.seed_list:
+        if not all(seed.strip().isdigit() for seed in args.seed_list.split(",")):
+            parser.error(f"--seed-list: expected comma-separated non-negative integers, got {args.seed_list!r}")
+        seeds = [int(seed) for seed in args.seed_list.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work or ROOT / "runs" / ("ablations_quick" if args.quick else "ablations"))
@@ -298,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = load_cache(cache_path)
     core = [k for k in keys if k in CORE]
     rest = [k for k in keys if k not in CORE]
-    results = []
+    results, older = [], []
     for key, seed in [(k, s) for s in seeds for k in core] + [(k, s) for s in seeds for k in rest]:
-        run_id = f"{key}/seed{seed}/{settings.fingerprint()}"
+        run_id = cache_id(EXPERIMENTS[key], seed, settings)
         tested = run_id in cache and (key not in VIEW_MODELS or "view_grid" in cache[run_id])
         if not tested and not args.write_only:
             print(f"[ablations] {key} seed {seed} ...", flush=True)
@@ -311,12 +369,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ablations] {key} seed {seed}: top-1 {record['top1']} ({record['seconds']:.0f} s)", flush=True)
         if run_id in cache:
             results.append(cache[run_id])
-    wall = sum(r["seconds"] for r in results)
+        older += [cache[i] for i in (cache_id(EXPERIMENTS[key], seed, settings, r)
+                                     for r in range(EXPERIMENTS[key].revision)) if i in cache]
+    wall = sum(r["seconds"] for r in [*results, *older])
     # Only the marked section is rewritten: the hand-written reading of the numbers around it stays.
-    update_doc_section(doc, "ablations", format_doc(results, settings, seeds, wall, classes),
+    update_doc_section(doc, "ablations", format_doc(results, settings, seeds, wall, classes, older),
                        title="Measured (generated by benchmarks/ablations.py)")
     doc.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(settings), "seeds": seeds,
-                                                    "results": results}, indent=2))
+                                                    "results": results, "earlier_revisions": older}, indent=2))
     print(f"wrote {doc}")
     return 0
 

@@ -19,13 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from conftest import frame_index  # noqa: E402
-from ffmpeg_videos import RECIPES, ffmpeg_timeline, make_video, query_times  # noqa: E402
-from sct.analysis.report import markdown_table  # noqa: E402
-from sct.data import decode  # noqa: E402
-from sct.errors import SCTError  # noqa: E402
+from sct.analysis.report import markdown_table
+from sct.data import decode
+from sct.data.reference_videos import RECIPES, ffmpeg_timeline, frame_index, make_video, query_times
+from sct.errors import SCTError
 
 
 def load_reader(source: str | None):

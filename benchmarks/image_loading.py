@@ -24,7 +24,6 @@ import io
 import json
 import os
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
@@ -34,19 +33,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+import sct
+from sct.analysis.bench import median_seconds, training_step
+from sct.analysis.hardware import describe_machine
+from sct.analysis.report import markdown_table, update_doc_section
+from sct.data.datasets import DataConfig, build_dataset
+from sct.data.shards import index_shards, read_members
+from sct.data.synthetic import clip_rng
+from sct.data.synthetic_images import IMAGE_CLASSES, render_image
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARD_SIZE = 100
 # Small against the timed reads, so that filling it (once per epoch and worker) does not dominate them.
 SHUFFLE_BUFFER = 20
-sys.path.insert(0, str(ROOT / "src"))
-
-import sct  # noqa: E402
-from sct.analysis.hardware import describe_machine  # noqa: E402
-from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
-from sct.data.datasets import DataConfig, build_dataset  # noqa: E402
-from sct.data.shards import index_shards, read_members  # noqa: E402
-from sct.data.synthetic import clip_rng  # noqa: E402
-from sct.data.synthetic_images import IMAGE_CLASSES, render_image  # noqa: E402
 
 
 def write_set(root: Path, classes: int, per_class: int) -> None:
@@ -146,15 +145,7 @@ def step_images_per_s(name: str, steps: int, batch: int = 2) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, 224, 224) if name.endswith("_image") else torch.randn(batch, 3, 1, 224, 224)
     labels = torch.randint(1000, (batch,))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times[1:])
+    return batch / median_seconds(training_step(model, optimizer, x, labels), steps, warmup=1)
 
 
 def paired_ratios(rates: dict[str, list[float]], row: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import sct
+from sct.analysis.bench import median_seconds, training_step
 from sct.analysis.flops import count_macs
 from sct.analysis.hardware import describe_machine, matmul_gflops
 from sct.analysis.report import markdown_table, update_doc_section
@@ -85,16 +86,7 @@ def tiny_step_seconds(repeats: int) -> tuple[float, str]:
     model = sct.create_model("sct_tiny", num_classes=10, num_frames=16, img_size=64)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = torch.randn(8, 3, 16, 64, 64), torch.randint(0, 10, (8,))
-    times = []
-    for i in range(repeats + 2):
-        t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), "8 clips x 16 frames x 64 x 64"
+    return median_seconds(training_step(model, opt, x, y), repeats, warmup=2), "8 clips x 16 frames x 64 x 64"
 
 
 def main() -> None:

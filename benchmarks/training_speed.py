@@ -351,7 +351,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         print(RESULT + json.dumps(_worker(json.loads(sys.argv[2]))), flush=True)
         sys.exit(0)
-    sys.path.insert(0, str(ROOT / "src"))
     from sct.analysis.hardware import describe_machine
     from sct.analysis.report import markdown_table, update_doc_section
     sys.exit(main())

@@ -24,22 +24,20 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from sct.analysis.report import markdown_table, update_doc_section
+from sct.config import config_from_dict
+from sct.data.synthetic import generate
+from sct.data.synthetic_images import generate_images
+from sct.engine.evaluate import evaluate
+from sct.engine.metrics import read_metrics
+from sct.engine.train import train
 
-from sct.analysis.report import markdown_table, update_doc_section  # noqa: E402
-from sct.config import config_from_dict  # noqa: E402
-from sct.data.synthetic import generate  # noqa: E402
-from sct.data.synthetic_images import generate_images  # noqa: E402
-from sct.engine.evaluate import evaluate  # noqa: E402
-from sct.engine.metrics import read_metrics  # noqa: E402
-from sct.engine.train import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULT = "two_stage.json"
 

@@ -9,25 +9,7 @@ import av
 import numpy as np
 import pytest
 
-# Frame i is grey (i % 32) * 8 on its left half and (i // 32) * 8 on its right half: grey survives
-# yuv420p and H.264 within a few levels, so the index can be read back from a decoded frame.
-_LEVEL = 8
-
-
-def index_frame(i: int, width: int, height: int) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` encoding ``i`` (0 <= i < 1024) as two grey halves."""
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[:, : width // 2] = (i % 32) * _LEVEL
-    frame[:, width // 2:] = (i // 32) * _LEVEL
-    return frame
-
-
-def frame_index(frame: np.ndarray) -> int:
-    """Inverse of :func:`index_frame` for a decoded ``(H, W, 3)`` frame."""
-    h, w = frame.shape[:2]
-    low = frame[h // 4: 3 * h // 4, w // 8: 3 * w // 8].mean()
-    high = frame[h // 4: 3 * h // 4, 5 * w // 8: 7 * w // 8].mean()
-    return int(round(low / _LEVEL)) + 32 * int(round(high / _LEVEL))
+from sct.data.reference_videos import frame_index, index_frame  # noqa: F401  (the tests' helpers)
 
 
 def write_video(path: Path, num_frames: int = 30, width: int = 64, height: int = 48, fps: int = 10,

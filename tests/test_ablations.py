@@ -62,3 +62,25 @@ def test_view_table_reads_the_view_grid():
     text = ablations.format_doc(results, settings, [0, 1], 2, 8).split("## Test views")[1]
     assert "| 1x1 | 2x3 |" in text and "short side of 37 px" in text
     assert "| 20.0 +- 0.0 | 40.0 +- 14.1 |" in text
+
+
+def test_a_revision_gives_new_cache_ids_to_the_experiments_it_moves_only():
+    settings = ablations.Settings()
+    revised = [e for e in ablations.EXPERIMENTS.values() if e.revision]
+    assert {e.key for e in revised} == {"tsm_avg", "tsm_ta", "xvit_avg", "xvit_ta", "bag_of_frames"}
+    for exp in revised:
+        assert exp.revision in ablations.REVISIONS
+        assert ablations.cache_id(exp, 0, settings).endswith(f"/rev{exp.revision}")
+        assert ablations.cache_id(exp, 0, settings, 0) == f"{exp.key}/seed0/{settings.fingerprint()}"
+    assert ablations.cache_id(ablations.EXPERIMENTS["sct"], 0, settings) == f"sct/seed0/{settings.fingerprint()}"
+
+
+def test_doc_marks_rows_that_predate_a_revision_until_it_has_every_seed():
+    settings = ablations.Settings()
+    older = [{"experiment": "xvit_ta", "seed": s, "top1": {"1x1": v}, "seconds": 1} for s, v in ((0, 50.0), (1, 70.0))]
+    partial = [{"experiment": "xvit_ta", "seed": 0, "top1": {"1x1": 40.0}, "seconds": 1}]
+    text = ablations.format_doc(partial, settings, [0, 1], 2, 8, older)
+    assert "40.0 (1 seed) at revision 1; 60.0 +- 14.1 before it" in text and "Revision 1: " in text
+    complete = partial + [{"experiment": "xvit_ta", "seed": 1, "top1": {"1x1": 60.0}, "seconds": 1}]
+    text = ablations.format_doc(complete, settings, [0, 1], 2, 8, older)
+    assert "| 50.0 +- 14.1 |" in text and "before it |" not in text

@@ -10,8 +10,10 @@ from sct.analysis.bench import (
     PeakMemory,
     bench_in_process,
     format_report,
+    median_seconds,
     memory_now,
     run_bench,
+    training_step,
     write_report,
 )
 from sct.cli import main as cli_main
@@ -101,3 +103,14 @@ def test_train_with_checkpointing_in_the_report(tmp_path):
 def test_checkpointing_without_train_is_refused():
     with pytest.raises(ConfigError, match="--grad-checkpointing only changes training"):
         BenchSettings(grad_checkpointing=True)
+
+
+def test_training_step_updates_the_model_and_median_seconds_skips_the_warmup():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    before = model.weight.detach().clone()
+    step = training_step(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.randn(5, 4), torch.arange(5) % 3)
+    calls = []
+    seconds = median_seconds(lambda: calls.append(step()), repeats=3, warmup=2)
+    assert len(calls) == 5 and seconds >= 0.0
+    assert not torch.equal(model.weight, before) and model.weight.grad is None

@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 
 from conftest import frame_index
-from ffmpeg_videos import RECIPES, ffmpeg_timeline, make_video, needs_ffmpeg, query_times
 from sct.data.decode import VideoReader
+from sct.data.reference_videos import FFMPEG, FFPROBE, RECIPES, ffmpeg_timeline, make_video, query_times
 from sct.data.sampling import ClipSampler
+
+needs_ffmpeg = pytest.mark.skipif(
+    FFMPEG is None or FFPROBE is None,
+    reason="the ffmpeg and ffprobe command-line tools are not installed (.ci/run installs them): they make "
+           "the fixtures and give the independent ground truth for decoding exactness",
+)
 
 pytestmark = needs_ffmpeg
 

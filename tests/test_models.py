@@ -5,12 +5,15 @@ A new model is covered by registering it; a model with a new config class needs 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import sct
 from sct.analysis.flops import profile_model
 from sct.analysis.visualize import attention_maps
+from sct.errors import ConfigError
 from sct.models.registry import _lookup, default_config
 from sct.models.sct import SCTConfig
 from sct.models.vit_video import VideoViTConfig, ViTSCTConfig
@@ -117,3 +120,16 @@ def test_attention_maps_cover_every_frame(name):
     assert maps.shape == (FRAMES, SIZE, SIZE) and torch.isfinite(maps).all()
     assert float(maps.min()) >= 0.0 and float(maps.max()) == pytest.approx(1.0)
     assert weights.shape == (FRAMES,) and logits.shape == (CLASSES,)
+
+
+CONFIG_CLASSES = sorted({type(default_config(name)) for name in MODELS}, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("config_cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
+def test_every_choice_field_is_checked_by_the_shared_rule(config_cls):
+    """Every string field of a model config is a choice, refused by ``sct.models.options`` in one wording."""
+    choices = [f.name for f in dataclasses.fields(config_cls) if f.type in (str, "str")]
+    assert choices
+    for field in choices:
+        with pytest.raises(ConfigError, match=rf"^{config_cls.__name__}\.{field}: expected one of \("):
+            config_cls(**{field: "not-a-choice"})

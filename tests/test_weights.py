@@ -286,6 +286,17 @@ def test_hf_timesformer_import_gives_the_same_logits(tmp_path, suffix):
     assert expected.abs().max() > 1e-2
 
 
+def test_timesformer_key_map_beside_the_model_covers_every_parameter():
+    """The map lives in the model's module (``vit_video.TIMESFORMER_KEYS``); the loader only applies it."""
+    from sct.models.vit_video import TIMESFORMER_KEYS
+
+    def ours(key: str) -> str:
+        return next((re.sub(p, r, key) for p, r in TIMESFORMER_KEYS if re.search(p, key)), key)
+
+    mapped = {ours(k) for k in hf_timesformer().state_dict()}
+    assert mapped == set(video_model("timesformer_b16", frames=4).state_dict())
+
+
 def test_timesformer_with_other_class_count_keeps_backbone_and_reports_head(tmp_path):
     path = save_weights(hf_timesformer(labels=7).state_dict(), tmp_path / "t.safetensors")
     model = video_model("timesformer_b16", frames=4)

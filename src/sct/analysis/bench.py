@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,25 @@ def _timer(device: str):
         fn()
         return time.perf_counter() - t0
     return timed_cpu
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  labels: torch.Tensor) -> Callable[[], None]:
+    """``step()``: one training step on the batch ``x`` (the model's input) with ``labels`` ``(B,)``: forward,
+    cross-entropy, backward, ``optimizer.step()``, gradients cleared."""
+    def step() -> None:
+        torch.nn.functional.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``repeats`` calls of ``fn()`` (CPU), after ``warmup`` untimed calls (the
+    first steps pay for allocation and oneDNN primitive creation)."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(_timer("cpu")(fn) for _ in range(repeats))
 
 
 def _autocast(settings: BenchSettings):

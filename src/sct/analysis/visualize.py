@@ -129,8 +129,7 @@ def _load(args: argparse.Namespace):
     from sct.config import DataConfig
 
     if args.checkpoint:
-        from sct.engine.checkpoint import model_from_checkpoint
-        from sct.engine.evaluate import checkpoint_run_config
+        from sct.models.checkpoint_file import checkpoint_run_config, model_from_checkpoint
 
         run_cfg = checkpoint_run_config(args.checkpoint)
         model, metadata = model_from_checkpoint(args.checkpoint)

@@ -133,15 +133,15 @@ def clip_rng(seed: int, class_name: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(class_name.encode()), index)))
 
 
-def _luminance(colour: np.ndarray) -> float:
+def luminance(colour: np.ndarray) -> float:
     return float(colour @ np.array([0.299, 0.587, 0.114]))
 
 
-def _contrasting_colour(rng: np.random.Generator, against: float, min_contrast: float) -> tuple[float, float, float]:
+def contrasting_colour(rng: np.random.Generator, against: float, min_contrast: float) -> tuple[float, float, float]:
     """A random RGB colour whose luminance differs from ``against`` by at least ``min_contrast``."""
     while True:
         colour = rng.uniform(0.0, 1.0, 3)
-        if abs(_luminance(colour) - against) >= min_contrast:
+        if abs(luminance(colour) - against) >= min_contrast:
             return tuple(float(c) for c in colour)
 
 
@@ -157,7 +157,7 @@ def _smooth_noise(rng: np.random.Generator, size: int) -> np.ndarray:
     return out / np.abs(out).max()
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A low-contrast textured background ``(size, size, 3)``: coloured noise blobs, a gradient or stripes."""
     kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     if kind == "noise":
@@ -185,7 +185,7 @@ def _main_sprite(rng: np.random.Generator, pair: MotionPair, size: int, backgrou
     """The object whose change over time is the class: drawn, then given the pair's forward motion."""
     shapes = ROTATING_SHAPES if pair.motion == "rotate" else tuple(SHAPES)
     shape = shapes[rng.integers(len(shapes))]
-    colour = _contrasting_colour(rng, background_lum, 0.3)
+    colour = contrasting_colour(rng, background_lum, 0.3)
     angle = float(rng.uniform(0, 2 * np.pi))
     radius = float(rng.uniform(0.13, 0.2) * size)
     angles, radii, opacity = (angle, angle), (radius, radius), (1.0, 1.0)
@@ -221,7 +221,7 @@ def _distractor(rng: np.random.Generator, size: int, background_lum: float) -> S
     dx, dy = float(travel * np.cos(heading)), float(travel * np.sin(heading))
     x0, y0 = _position(rng, radius, size, dx), _position(rng, radius, size, dy)
     angle = float(rng.uniform(0, 2 * np.pi))
-    return Sprite(shape, _contrasting_colour(rng, background_lum, 0.2), ((x0, y0), (x0 + dx, y0 + dy)),
+    return Sprite(shape, contrasting_colour(rng, background_lum, 0.2), ((x0, y0), (x0 + dx, y0 + dy)),
                   (radius, radius), (angle, angle))
 
 
@@ -229,14 +229,14 @@ def sample_clip(class_name: str, rng: np.random.Generator, *, num_frames: int = 
                 noise: float = 0.04, distractor: bool = True) -> ClipParams:
     """Draw one clip's parameters for the motion pair of ``class_name`` (both classes of a pair draw alike)."""
     pair = _PAIR_OF[class_name]
-    background = _background(rng, size)
-    background_lum = _luminance(background.reshape(-1, 3).mean(0))
+    background = random_background(rng, size)
+    background_lum = luminance(background.reshape(-1, 3).mean(0))
     sprite = _main_sprite(rng, pair, size, background_lum)
     other = _distractor(rng, size, background_lum) if distractor else None
     return ClipParams(num_frames, size, background, sprite, other, noise, int(rng.integers(2**63)))
 
 
-def _sprite_alpha(sprite: Sprite, num_frames: int, size: int) -> np.ndarray:
+def sprite_alpha(sprite: Sprite, num_frames: int, size: int) -> np.ndarray:
     """Anti-aliased coverage ``(T, H, W)`` in [0, 1] of ``sprite`` at each frame, times its opacity."""
     u = np.linspace(0.0, 1.0, num_frames, dtype=np.float32)[:, None, None]
 
@@ -260,7 +260,7 @@ def render_forward(params: ClipParams) -> np.ndarray:
     frames = np.broadcast_to(params.background, (t, size, size, 3)).astype(np.float32)
     for sprite in (params.distractor, params.sprite):
         if sprite is not None:
-            alpha = _sprite_alpha(sprite, t, size)[..., None]
+            alpha = sprite_alpha(sprite, t, size)[..., None]
             frames = frames * (1 - alpha) + np.asarray(sprite.colour, dtype=np.float32) * alpha
     noise_rng = np.random.default_rng(params.noise_seed)
     frames += np.float32(params.noise) * noise_rng.standard_normal(frames.shape, dtype=np.float32)

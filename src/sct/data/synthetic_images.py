@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sct.data.synthetic import SHAPES, Sprite, _background, _contrasting_colour, _luminance, _sprite_alpha, clip_rng
+from sct.data.synthetic import SHAPES, Sprite, clip_rng, contrasting_colour, luminance, random_background, sprite_alpha
 from sct.errors import ConfigError
 
 TEXTURES = ("solid", "striped", "checked")
@@ -55,14 +55,14 @@ def _fill(texture: str, rng: np.random.Generator, size: int, centre: tuple[float
 def render_image(class_name: str, rng: np.random.Generator, size: int = 32, noise: float = 0.04) -> np.ndarray:
     """uint8 ``(size, size, 3)``: one object of ``class_name`` (``<shape>_<texture>``) on a textured background."""
     shape, texture = class_name.rsplit("_", 1)
-    background = _background(rng, size)
-    colour = np.asarray(_contrasting_colour(rng, _luminance(background.reshape(-1, 3).mean(0)), 0.3), np.float32)
+    background = random_background(rng, size)
+    colour = np.asarray(contrasting_colour(rng, luminance(background.reshape(-1, 3).mean(0)), 0.3), np.float32)
     radius = float(rng.uniform(0.25, 0.4) * size)
     lo, hi = radius * 0.8, size - radius * 0.8
     centre = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
     angle = float(rng.uniform(0, 2 * np.pi))
     sprite = Sprite(shape, tuple(colour), (centre, centre), (radius, radius), (angle, angle))
-    alpha = _sprite_alpha(sprite, 1, size)[0][..., None]
+    alpha = sprite_alpha(sprite, 1, size)[0][..., None]
     paint = colour * _fill(texture, rng, size, centre, radius)[..., None]
     image = background * (1 - alpha) + paint * alpha
     image += np.float32(noise) * rng.standard_normal(image.shape, dtype=np.float32)

@@ -17,72 +17,37 @@ SIGKILL) leaves either the old complete checkpoint or the new one, never a torn 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from sct.config import coerce_model_fields
 from sct.errors import CheckpointError
 from sct.models import weights as weights_io
-from sct.models.registry import create_model
-from sct.models.weights import atomic_write, load_weights
 
-FORMAT = "sct-checkpoint-1"
+# The file format and its readers live with the models (analysis and deploy read checkpoints without the
+# engine); re-exported here under the names the engine has always had.
+from sct.models.checkpoint_file import (  # noqa: F401
+    FORMAT,
+    ema_path,
+    load_into,
+    model_from_checkpoint,
+    model_metadata,
+    read_checkpoint,
+    read_metadata,
+)
+from sct.models.weights import atomic_write, load_weights  # noqa: F401  (the engine's names for them)
+
 _NAME = re.compile(r"^step_(\d+)\.state\.pt$")
 _STEP_FILE = re.compile(r"^step_(\d+)\.(safetensors|ema\.safetensors|state\.pt)$")
 _TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
-def model_metadata(model: nn.Module, model_name: str, class_names: list[str], run_config: str) -> dict[str, str]:
-    """Header metadata that makes a weights file self-describing."""
-    return {
-        "format": FORMAT,
-        "model": model_name,
-        "model_config": json.dumps(dataclasses.asdict(model.config)),
-        "classes": json.dumps(list(class_names)),
-        "run_config": run_config,
-    }
-
-
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Deprecated argument order, kept for callers: ``sct.models.weights.save_weights(state_dict, path, metadata)``."""
     weights_io.save_weights(state_dict, path, metadata)
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(state_dict, metadata)`` of a weights file; raises if it was not written by ``sct train``."""
-    tensors, metadata = load_weights(path)
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} has no sct metadata (model name, config, classes); pass a checkpoint written by `sct train`"
-        )
-    return tensors, metadata
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``sct`` header of a weights file; raises if the file was not written by ``sct train``."""
-    return read_checkpoint(path)[1]
-
-
-def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``model.load_state_dict(strict)``, turning any mismatch into a ``CheckpointError`` naming the file."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    wrong = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
-        raise CheckpointError(f"checkpoint {path} does not fit model {type(model).__name__} ({detail})")
-    model.load_state_dict(state_dict)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -127,8 +92,8 @@ class CheckpointPaths:
     @classmethod
     def from_weights(cls, weights: str | Path) -> CheckpointPaths:
         weights = Path(weights)
-        stem = weights.name.removesuffix(".safetensors")
-        return cls(weights, weights.with_name(f"{stem}.ema.safetensors"), weights.with_name(f"{stem}.state.pt"))
+        state = weights.with_name(f"{weights.name.removesuffix('.safetensors')}.state.pt")
+        return cls(weights, ema_path(weights), state)
 
     def files(self) -> list[Path]:
         return [self.weights, self.ema, self.state]
@@ -215,18 +180,3 @@ def remove_orphans(directory: str | Path, *, checkpoints: bool) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
-
-
-def model_from_checkpoint(path: str | Path, *, use_ema: bool = False) -> tuple[nn.Module, dict[str, str]]:
-    """Rebuild the model a checkpoint was trained as and load its weights (the EMA ones if asked and present).
-
-    Returns ``(model, metadata)``; ``metadata["classes"]`` is the JSON list of class names.
-    """
-    metadata = read_metadata(path)
-    fields = coerce_model_fields(metadata["model"], json.loads(metadata["model_config"]))
-    model = create_model(metadata["model"], **fields)
-    source = CheckpointPaths.from_weights(path).ema
-    source = source if use_ema and source.is_file() else Path(path)
-    state, _ = load_weights(source)
-    load_into(model, state, source)
-    return model, metadata

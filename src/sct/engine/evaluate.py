@@ -27,21 +27,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from sct.config import apply_override, config_from_dict, parse_views
+from sct.config import parse_views
 from sct.data.datasets import BadFileTracker, DataConfig, build_dataset, collate
 from sct.engine import bad_files, distributed
-from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_checkpoint, read_metadata
+from sct.engine.checkpoint import CheckpointPaths, atomic_write, model_from_checkpoint
 from sct.engine.distributed import DistContext, shard_indices
 from sct.engine.metrics import VideoScores, add_views, merge_scores, summarize
 from sct.engine.plots import plot_confusion
 from sct.engine.stop import ignore_in_worker
 from sct.engine.tensorboard_log import TensorBoardLog
 from sct.errors import CheckpointError, ConfigError, DataQualityError
+from sct.models.checkpoint_file import checkpoint_run_config
 from sct.options import add_json, add_out, non_negative_int, positive_int
 from sct.outputs import check_writable_dir, writing
 
@@ -69,18 +69,6 @@ def run(args: argparse.Namespace) -> int:
              device=args.device, use_ema=False if args.no_ema else run_cfg.eval.use_ema,
              verbose="json" if args.json else True)
     return 0
-
-
-def checkpoint_run_config(checkpoint: str | Path, overrides: list[str] | tuple[str, ...] = ()):
-    """The resolved run config stored in a checkpoint, with ``data.*``/``eval.*`` overrides applied."""
-    metadata = read_metadata(checkpoint)
-    raw = yaml.safe_load(metadata["run_config"])
-    for item in overrides:
-        section = item.split("=", 1)[0].split(".", 1)[0]
-        if section not in ("data", "eval"):
-            raise ConfigError(f"override {item!r}: only data.* and eval.* can be changed when evaluating")
-        apply_override(raw, item)
-    return config_from_dict(raw)
 
 
 def infer_scores(model: nn.Module, dataset, *, ctx: DistContext, batch_size: int, num_workers: int,

@@ -31,9 +31,9 @@ import yaml
 
 from sct.engine.checkpoint import latest_checkpoint
 from sct.engine.metrics import read_metrics
+from sct.engine.run_lock import LOCK_NAME
 from sct.errors import SCTError
 
-LOCK_NAME = "run.lock"
 STATUSES = ("running", "finished", "resumable", "failed")
 # Sub-folders of a run that are never run folders themselves.
 _RUN_PARTS = {"checkpoints", "tensorboard"}

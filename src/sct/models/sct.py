@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from sct.errors import ConfigError
 from sct.models.attention.lsh import LSHConfig
 from sct.models.attention.shifted import SHIFT_MODES, TEMPORAL_KINDS, temporal_attention
 from sct.models.blocks import (
@@ -31,7 +30,7 @@ from sct.models.blocks import (
 )
 from sct.models.heads import ClipEncoder
 from sct.models.image_layers import GLOBAL_KINDS, LOCAL_KINDS, image_layers
-from sct.models.options import check_choice, check_positive_ints, check_rates
+from sct.models.options import check, check_choice, check_positive_ints, check_rates
 from sct.models.pooling import LinearPooling
 from sct.models.registry import register
 
@@ -101,36 +100,36 @@ class SCTConfig:
                                    "lsh_chunk_length"))
         check_positive_ints(self, ("vilt_depth", "num_poolings", "local_blocks", "global_blocks", "temporal_depth",
                                    "shift_frames", "clip_depth"), minimum=0)
-        _check(self.mlp_ratio > 0, "mlp_ratio", "> 0")
+        check(self.mlp_ratio > 0, self, "mlp_ratio", "> 0")
         check_rates(self, ("drop_rate", "drop_path_rate"))
         for field, choices in (("local_kind", LOCAL_KINDS), ("global_kind", GLOBAL_KINDS),
                                ("weight_init", WEIGHT_INITS), ("temporal_kind", TEMPORAL_KINDS),
                                ("shift_mode", SHIFT_MODES)):
             check_choice(self, field, choices)
         for name in ("num_poolings", "local_blocks", "global_blocks"):
-            _check(getattr(self, name) <= self.num_blocks, name, f"<= num_blocks ({self.num_blocks})")
-        _check(self.local_kind == "none" or self.vilt_depth >= 1, "vilt_depth", ">= 1 unless local_kind='none'")
-        _check(self.img_size >= self.patch_size, "img_size", f">= patch_size ({self.patch_size})")
+            check(getattr(self, name) <= self.num_blocks, self, name, f"<= num_blocks ({self.num_blocks})")
+        check(self.local_kind == "none" or self.vilt_depth >= 1, self, "vilt_depth", ">= 1 unless local_kind='none'")
+        check(self.img_size >= self.patch_size, self, "img_size", f">= patch_size ({self.patch_size})")
         if isinstance(self.lsh_buckets, list):
             self.lsh_buckets = tuple(self.lsh_buckets)
         factors = (self.lsh_buckets,) if isinstance(self.lsh_buckets, int) else self.lsh_buckets or ()
-        _check(self.lsh_buckets is None or (factors and all(isinstance(f, int) and f >= 2 and f % 2 == 0
-                                                            for f in factors)),
-               "lsh_buckets", "None, an even integer >= 2, or a list of them (factorised buckets)")
-        _check(self.lsh_factorise_above is None or self.lsh_factorise_above >= 2, "lsh_factorise_above",
-               "None or an integer >= 2")
-        _check(len(self.heads) == 4 and all(isinstance(h, int) and h >= 1 for h in self.heads),
-               "heads", "four positive integers (ViLT, LSH, temporal, clip)")
-        _check(len(self.dim_heads) == 4 and all(d is None or (isinstance(d, int) and d >= 1) for d in self.dim_heads),
-               "dim_heads", "four entries, each None or a positive integer")
+        check(self.lsh_buckets is None or (factors and all(isinstance(f, int) and f >= 2 and f % 2 == 0
+                                                           for f in factors)), self,
+              "lsh_buckets", "None, an even integer >= 2, or a list of them (factorised buckets)")
+        check(self.lsh_factorise_above is None or self.lsh_factorise_above >= 2, self, "lsh_factorise_above",
+              "None or an integer >= 2")
+        check(len(self.heads) == 4 and all(isinstance(h, int) and h >= 1 for h in self.heads), self,
+              "heads", "four positive integers (ViLT, LSH, temporal, clip)")
+        check(len(self.dim_heads) == 4 and all(d is None or (isinstance(d, int) and d >= 1) for d in self.dim_heads),
+              self, "dim_heads", "four entries, each None or a positive integer")
         # A roll by a multiple of the clip would silently be space attention; one frame has nothing to shift to.
-        _check(self.num_frames == 1 or self.shift_frames < self.num_frames, "shift_frames",
-               f"< num_frames ({self.num_frames})")
+        check(self.num_frames == 1 or self.shift_frames < self.num_frames, self, "shift_frames",
+              f"< num_frames ({self.num_frames})")
         for i, (component, widths) in enumerate(zip(COMPONENTS, self.component_widths())):
             if self.dim_heads[i] is None:
                 for w in widths:
-                    _check(w % self.heads[i] == 0, "heads",
-                           f"a divisor of every {component} width {sorted(set(widths))} (or set dim_heads[{i}])")
+                    check(w % self.heads[i] == 0, self, "heads",
+                          f"a divisor of every {component} width {sorted(set(widths))} (or set dim_heads[{i}])")
 
     vilt_heads = _entry("heads", 0, "ViLT's head count (``heads[0]``).")
     lsh_heads = _entry("heads", 1, "The image LSH (or dense global) layer's head count (``heads[1]``).")
@@ -188,11 +187,6 @@ def literal(config: SCTConfig) -> SCTConfig:
     n = config.num_blocks
     return dataclasses.replace(config, local_blocks=n, global_blocks=n, num_poolings=n,
                                dim_heads=(None, None, None, None))
-
-
-def _check(ok: bool, field: str, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"SCTConfig.{field}: expected {expected}")
 
 
 class FrameBlock(nn.Module):

@@ -19,10 +19,14 @@ import dataclasses
 import torch
 from torch import nn
 
-from sct.errors import ConfigError
 from sct.models.blocks import init_weights, parameters_named
+from sct.models.options import check
 from sct.models.registry import default_config, register
 from sct.models.sct import SCT, SCTConfig, embed_frames, frame_features, frame_pathway
+
+# The image head's parameters in an ``sct_*_image`` checkpoint: the part a video model initialised from it
+# does not use (``sct.models.transfer`` lists them as unused rather than as foreign tensors).
+HEAD_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
 
 
 class SCTImage(nn.Module):
@@ -32,8 +36,7 @@ class SCTImage(nn.Module):
 
     def __init__(self, config: SCTConfig):
         super().__init__()
-        if config.num_frames != 1:
-            raise ConfigError(f"SCTConfig.num_frames: an image model sees one frame, got {config.num_frames}")
+        check(config.num_frames == 1, config, "num_frames", "1 (an image model sees one frame)")
         self.config = c = config
         self.patch_embed, self.blocks, _ = frame_pathway(c)
         self.num_features = c.temporal_widths()[-1]

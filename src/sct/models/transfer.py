@@ -25,13 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sct.errors import CheckpointError
+from sct.models.sct_image import HEAD_KEYS as IMAGE_HEAD
 from sct.models.vit_encoder import resize_pos_embed
 
 StateDict = dict[str, torch.Tensor]
 # The parts that turn frames into features; everything after them (clip encoder, heads) may be new.
 BACKBONE_PREFIXES = ("patch_embed.", "blocks.", "encoder.")
-# The head of an ``sct_*_image`` checkpoint: unused by a video model.
-IMAGE_HEAD = ("norm.weight", "norm.bias", "head.weight", "head.bias")
 # Temporal position embeddings: (1, 1 + T, D) with a clip [CLS] entry first, or (1, T, 1, C).
 TIME_WITH_CLS = re.compile(r"(^|\.)clip_encoder\.pos_embed$")
 TIME_ONLY = re.compile(r"(^|\.)temporal_embed$")

@@ -12,7 +12,9 @@ one-to-one (see ``sct.models.weights``). ``temporal`` picks the frame interactio
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +25,81 @@ from sct.errors import ConfigError
 from sct.models.attention.dense import MultiHeadAttention
 from sct.models.attention.divided import DividedSpaceTimeAttention
 from sct.models.attention.mixing import SpaceTimeMixingAttention
-from sct.models.blocks import PatchEmbed, TransformerLayer, drop_path_rates, init_weights
+from sct.models.blocks import WEIGHT_INITS, PatchEmbed, TransformerLayer, drop_path_rates, init_weights
+from sct.models.options import check, check_choice, check_positive_ints, check_rates
 from sct.models.temporal_shift import TemporalShift
 
 TEMPORAL_KINDS = ("space", "mixing", "tsm", "divided")
+
+
+# ------------------------------------------------ checkpoint key maps: other image-ViT layouts -> these names
+# The encoder's names are timm's; ``sct.models.weights.to_timm_vit`` applies these maps to other layouts.
+# Hugging Face ViT layer names: the hub files' ``encoder.layer.i.*`` and transformers 5's ``layers.i.*``.
+HF_VIT_LAYER_KEYS = {
+    "layernorm_before": "norm1", "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj", "attention.o_proj": "attn.proj",
+    "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+}
+HF_VIT_QKV_KEYS = {
+    "attention.attention.query": "q", "attention.attention.key": "k", "attention.attention.value": "v",
+    "attention.q_proj": "q", "attention.k_proj": "k", "attention.v_proj": "v",
+}
+# big_vision / vit_jax block sub-layers (LayerNorm, attention, LayerNorm, MLP): the older files number them
+# 0-3 (old style: True), the newer 0 and 1 per kind.
+BIG_VISION_LAYERS = {
+    True: ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"),
+    False: ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0"),
+}
+# The public X-ViT code's names (github.com/1adrianb/video-transformers) for this encoder's parameters.
+XVIT_KEYS = {"temp_embed": "temporal_embed"}
+
+
+def big_vision_block_keys(old_style: bool) -> dict[str, str]:
+    """A block's timm names (after ``blocks.i.``) -> big_vision names (after ``Transformer/encoderblock_i/``),
+    for the tensors that need no reshaping (norms and biases; kernels are transposed by the loader)."""
+    ln1, mha, ln2, mlp = BIG_VISION_LAYERS[old_style]
+    return {
+        "norm1.weight": f"{ln1}/scale", "norm1.bias": f"{ln1}/bias",
+        "norm2.weight": f"{ln2}/scale", "norm2.bias": f"{ln2}/bias",
+        "attn.proj.bias": f"{mha}/out/bias",
+        "mlp.fc1.bias": f"{mlp}/Dense_0/bias", "mlp.fc2.bias": f"{mlp}/Dense_1/bias",
+    }
+
+
+@dataclasses.dataclass
+class ViTBackboneConfig:
+    """The frame ViT of both ViT video families: ``VideoViTConfig`` (X-ViT, TSM-ViT, TimeSformer, per-frame
+    ViT) and ``ViTSCTConfig`` (SCT Tables 1/4) extend it, so its fields are flat keys of theirs
+    (``dim=384``, ``model.depth=6``) and ``config.backbone`` is this part alone. timm's ViT-B/16 by default.
+
+    - ``drop_path_rate``: the last layer's stochastic-depth rate (linear from 0 over the layers).
+    - ``weight_init``: ``trunc_normal`` (timm's, for pretrained-size models) | ``xavier`` (narrow models
+      from scratch).
+    """
+
+    img_size: int = 224
+    patch_size: int = 16
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    norm_eps: float = 1e-6
+    weight_init: str = "trunc_normal"
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, ("img_size", "patch_size", "dim", "depth", "heads"))
+        check_rates(self, ("attn_drop_rate", "drop_path_rate"))
+        check(self.mlp_ratio > 0, self, "mlp_ratio", "> 0")
+        check_choice(self, "weight_init", WEIGHT_INITS)
+        check(self.dim % self.heads == 0, self, "dim", f"a multiple of heads={self.heads}")
+
+    @property
+    def backbone(self) -> ViTBackboneConfig:
+        """The backbone fields alone (of a video config that extends this one)."""
+        return ViTBackboneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ViTBackboneConfig)})
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -98,6 +171,12 @@ class ViTEncoder(nn.Module):
             if isinstance(block.attn, DividedSpaceTimeAttention):
                 block.attn.zero_temporal_fc()
 
+    @classmethod
+    def from_config(cls, config: ViTBackboneConfig, num_frames: int, **frame_interaction) -> ViTEncoder:
+        """The encoder of ``config``'s backbone for clips of ``num_frames``; ``frame_interaction``: ``temporal``,
+        ``n_div``, ``mixing_layout``, ``summary_token``, or a per-layer ``drop_path_rate`` list."""
+        return cls(num_frames=num_frames, **{**dataclasses.asdict(config.backbone), **frame_interaction})
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Clip ``(B, 3, T, H, W)`` -> embedded tokens ``(B, T, 1 + S, C)`` (before the blocks)."""
         frames = x.shape[2]
@@ -119,6 +198,17 @@ class ViTEncoder(nn.Module):
             return embed
         resized = F.interpolate(rearrange(embed, "1 t 1 c -> 1 c t"), size=frames, mode="linear")
         return rearrange(resized, "1 c t -> 1 t 1 c")
+
+    def image_key_targets(self, key: str) -> list[str]:
+        """Where an image ViT's timm key goes: in TimeSformer blocks the image attention (and its norm) also
+        seeds the temporal one."""
+        match = re.match(r"^blocks\.(\d+)\.(norm1|attn)\.(.+)$", key)
+        if match is None or self.temporal != "divided":
+            return [key]
+        i, part, rest = match.groups()
+        if part == "norm1":
+            return [f"blocks.{i}.attn.norm.{rest}", f"blocks.{i}.attn.temporal_norm.{rest}"]
+        return [f"blocks.{i}.attn.attn.{rest}", f"blocks.{i}.attn.temporal_attn.{rest}"]
 
     def relevance(self, r: torch.Tensor, reading: str = "keys") -> torch.Tensor:
         """Rollout relevance ``(T, 1 + S)`` of the clip just recorded, back through the blocks (and shifts)."""

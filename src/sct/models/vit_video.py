@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sct.models.attention.mixing import LAYOUTS as MIXING_LAYOUTS
 from sct.models.attention.shifted import TEMPORAL_KINDS as SCT_TEMPORAL_KINDS
 from sct.models.attention.shifted import temporal_attention
-from sct.models.blocks import WEIGHT_INITS, TransformerLayer, drop_path_rates, init_weights, parameters_named
+from sct.models.blocks import TransformerLayer, drop_path_rates, init_weights, parameters_named
 from sct.models.heads import ClipEncoder, TemporalAttentionAggregation, TemporalAveragePooling
 from sct.models.options import check, check_choice, check_positive_ints, check_rates
 from sct.models.registry import register
-from sct.models.vit_encoder import TEMPORAL_KINDS, ViTEncoder
+from sct.models.vit_encoder import TEMPORAL_KINDS, ViTBackboneConfig, ViTEncoder
 
 HEADS = ("temporal_attention", "summary_token", "average")
 # Learnt tokens and embeddings of the ViT encoder and the heads: never weight-decayed.
@@ -28,8 +29,9 @@ NO_DECAY_LEAVES = ("cls_token", "pos_embed", "temporal_embed", "token")
 
 
 @dataclass
-class VideoViTConfig:
-    """A ViT on video frames: X-ViT, TSM-ViT, TimeSformer or the plain per-frame ViT.
+class VideoViTConfig(ViTBackboneConfig):
+    """A ViT on video frames: X-ViT, TSM-ViT, TimeSformer or the plain per-frame ViT. The frame ViT's
+    fields (``img_size``, ``patch_size``, ``dim``, ``depth``, ``heads``, ...) are ``ViTBackboneConfig``'s.
 
     - ``temporal``: frame interaction inside the encoder, ``space`` | ``mixing`` (X-ViT) | ``tsm``
       (TSM-ViT) | ``divided`` (TimeSformer).
@@ -44,45 +46,27 @@ class VideoViTConfig:
       (github.com/1adrianb/video-transformers, ``XVIT._prepare_classifier``) replaces the ViT's classifier
       by ``Dropout(MODEL.DROPOUT_RATE)``, 0.5 in its Kinetics and SSv2 configs, and feeds the frame
       features through it to the temporal attention head; ``xvit_b16`` sets 0.5.
-    - ``weight_init``: ``trunc_normal`` (timm's, for pretrained-size models) | ``xavier`` (narrow models from scratch).
     """
 
     num_classes: int = 400
     num_frames: int = 8
-    img_size: int = 224
-    patch_size: int = 16
-    dim: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
     temporal: str = "mixing"
     n_div: int = 8
     mixing_layout: str = "global"
     head: str = "temporal_attention"
     drop_rate: float = 0.5
     frame_drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    norm_eps: float = 1e-6
-    weight_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
-        _check_common(self)
-        check_rates(self, ("frame_drop_rate",))
+        super().__post_init__()
+        check_positive_ints(self, ("num_classes", "num_frames"))
+        check_rates(self, ("drop_rate", "frame_drop_rate"))
         check_choice(self, "temporal", TEMPORAL_KINDS)
         check_choice(self, "head", HEADS)
+        check_choice(self, "mixing_layout", MIXING_LAYOUTS)
+        check_positive_ints(self, ("n_div",), minimum=0)
         check(self.head != "summary_token" or self.temporal in ("mixing", "space"), self, "head",
               f"not 'summary_token' with temporal={self.temporal!r} (it needs 'mixing' or 'space')")
-
-
-def _check_common(config: VideoViTConfig | ViTSCTConfig) -> None:
-    """Sizes, rates and choices shared by the ViT video configs; ``ConfigError`` names the option."""
-    check_positive_ints(config, ("num_classes", "num_frames", "img_size", "patch_size", "dim", "depth", "heads"))
-    check_rates(config, ("drop_rate", "attn_drop_rate", "drop_path_rate"))
-    check(config.mlp_ratio > 0, config, "mlp_ratio", "> 0")
-    check_choice(config, "weight_init", WEIGHT_INITS)
-    check(config.dim % config.heads == 0, config, "dim", f"a multiple of heads={config.heads}")
 
 
 class VideoViT(nn.Module):
@@ -95,12 +79,8 @@ class VideoViT(nn.Module):
         temporal, n_div = c.temporal, c.n_div
         if summary and temporal == "space":
             temporal, n_div = "mixing", 0
-        self.encoder = ViTEncoder(
-            img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
-            heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal=temporal, n_div=n_div,
-            mixing_layout=c.mixing_layout, summary_token=summary, attn_drop_rate=c.attn_drop_rate,
-            drop_path_rate=c.drop_path_rate, norm_eps=c.norm_eps, weight_init=c.weight_init,
-        )
+        self.encoder = ViTEncoder.from_config(c, c.num_frames, temporal=temporal, n_div=n_div,
+                                              mixing_layout=c.mixing_layout, summary_token=summary)
         if c.head == "temporal_attention":
             self.head = TemporalAttentionAggregation(c.dim, c.num_classes, c.heads, c.mlp_ratio, c.drop_rate,
                                                      c.norm_eps)
@@ -133,8 +113,9 @@ class VideoViT(nn.Module):
 
 
 @dataclass
-class ViTSCTConfig:
-    """SCT Tables 1/4: ViT-B (or L) frames -> ``temporal_depth`` shifted-MSA layers -> clip encoder.
+class ViTSCTConfig(ViTBackboneConfig):
+    """SCT Tables 1/4: ViT-B (or L) frames (``ViTBackboneConfig``'s fields) -> ``temporal_depth`` shifted-MSA
+    layers -> clip encoder.
 
     Everything after the frame encoder is SCT's (Table 3: shifted MSA with 8 heads of 64, clip encoder
     D' = 192, MLP 768, 4 layers, 8 heads; the shifted layer keeps its attention residual as SCT's does
@@ -143,13 +124,6 @@ class ViTSCTConfig:
 
     num_classes: int = 400
     num_frames: int = 24
-    img_size: int = 224
-    patch_size: int = 16
-    dim: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
     temporal_kind: str = "shifted"
     temporal_depth: int = 1
     temporal_heads: int = 8
@@ -161,13 +135,11 @@ class ViTSCTConfig:
     clip_depth: int = 4
     clip_heads: int = 8
     drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    norm_eps: float = 1e-6
-    weight_init: str = "trunc_normal"
 
     def __post_init__(self) -> None:
-        _check_common(self)
+        super().__post_init__()
+        check_positive_ints(self, ("num_classes", "num_frames"))
+        check_rates(self, ("drop_rate",))
         check_choice(self, "temporal_kind", SCT_TEMPORAL_KINDS)
         check(0 <= self.shift_frames < self.num_frames, self, "shift_frames", f"in [0, num_frames={self.num_frames})")
         check_positive_ints(self, ("temporal_heads", "clip_dim", "clip_mlp_dim", "clip_heads"))
@@ -185,12 +157,7 @@ class ViTSCT(nn.Module):
         self.config = c = config
         # One stochastic-depth schedule over the frame encoder, the shifted layers and the clip encoder, as SCT.
         rates = drop_path_rates(c.drop_path_rate, c.depth + c.temporal_depth + c.clip_depth)
-        self.encoder = ViTEncoder(
-            img_size=c.img_size, num_frames=c.num_frames, patch_size=c.patch_size, dim=c.dim, depth=c.depth,
-            heads=c.heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, temporal="space",
-            attn_drop_rate=c.attn_drop_rate, drop_path_rate=rates[:c.depth], norm_eps=c.norm_eps,
-            weight_init=c.weight_init,
-        )
+        self.encoder = ViTEncoder.from_config(c, c.num_frames, temporal="space", drop_path_rate=rates[:c.depth])
         kind = "space" if c.shift_frames == 0 and c.temporal_kind == "shifted" else c.temporal_kind
         self.temporal = nn.ModuleList(
             TransformerLayer(c.dim, temporal_attention(kind, c.dim, c.temporal_heads, c.temporal_dim_head,
@@ -244,6 +211,40 @@ def encoder_relevance(encoder: ViTEncoder, weights: torch.Tensor, temporal: list
     grid = int(round((n_tokens - 1) ** 0.5))
     return r[:, 1:].reshape(len(weights), grid, grid)
 
+
+# TimeSformer checkpoints -> ``timesformer_b16``'s names: (pattern, replacement) on Hugging Face's
+# ``TimesformerForVideoClassification`` and facebookresearch/TimeSformer's names (``sct.models.weights``
+# applies them, the first matching rule per key).
+TIMESFORMER_KEYS = [
+    (r"^timesformer\.embeddings\.cls_token$", "encoder.cls_token"),
+    (r"^timesformer\.embeddings\.position_embeddings$", "encoder.pos_embed"),
+    (r"^timesformer\.embeddings\.time_embeddings$", "encoder.temporal_embed"),
+    (r"^timesformer\.embeddings\.patch_embeddings\.projection\.", "encoder.patch_embed.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_layernorm\.", r"encoder.blocks.\1.attn.temporal_norm."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.attention\.qkv\.",
+     r"encoder.blocks.\1.attn.temporal_attn.qkv."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.output\.dense\.",
+     r"encoder.blocks.\1.attn.temporal_attn.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_dense\.", r"encoder.blocks.\1.attn.temporal_fc."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_before\.", r"encoder.blocks.\1.attn.norm."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.attention\.qkv\.", r"encoder.blocks.\1.attn.attn.qkv."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"encoder.blocks.\1.attn.attn.proj."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_after\.", r"encoder.blocks.\1.norm2."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"encoder.blocks.\1.mlp.fc1."),
+    (r"^timesformer\.encoder\.layer\.(\d+)\.output\.dense\.", r"encoder.blocks.\1.mlp.fc2."),
+    (r"^timesformer\.layernorm\.", "encoder.norm."),
+    (r"^classifier\.", "head.fc."),
+    (r"^model\.(cls_token|pos_embed|patch_embed\.proj\.\w+)$", r"encoder.\1"),
+    (r"^model\.time_embed$", "encoder.temporal_embed"),
+    (r"^model\.blocks\.(\d+)\.temporal_norm1\.", r"encoder.blocks.\1.attn.temporal_norm."),
+    (r"^model\.blocks\.(\d+)\.temporal_attn\.", r"encoder.blocks.\1.attn.temporal_attn."),
+    (r"^model\.blocks\.(\d+)\.temporal_fc\.", r"encoder.blocks.\1.attn.temporal_fc."),
+    (r"^model\.blocks\.(\d+)\.norm1\.", r"encoder.blocks.\1.attn.norm."),
+    (r"^model\.blocks\.(\d+)\.attn\.", r"encoder.blocks.\1.attn.attn."),
+    (r"^model\.blocks\.(\d+)\.(norm2|mlp)\.", r"encoder.blocks.\1.\2."),
+    (r"^model\.norm\.", "encoder.norm."),
+    (r"^model\.head\.", "head.fc."),
+]
 
 register("timesformer_b16", VideoViT, VideoViTConfig(temporal="divided", head="average", drop_rate=0.0))
 register("vit_b16_frames", VideoViT, VideoViTConfig(temporal="space", head="average"))

@@ -36,7 +36,16 @@ from torch import nn
 
 from sct.errors import CheckpointError
 from sct.models.transfer import load_transfer
-from sct.models.vit_encoder import ViTEncoder, resize_pos_embed
+from sct.models.vit_encoder import (
+    BIG_VISION_LAYERS,
+    HF_VIT_LAYER_KEYS,
+    HF_VIT_QKV_KEYS,
+    XVIT_KEYS,
+    ViTEncoder,
+    big_vision_block_keys,
+    resize_pos_embed,
+)
+from sct.models.vit_video import TIMESFORMER_KEYS
 from sct.outputs import writing
 
 log = logging.getLogger(__name__)
@@ -186,18 +195,6 @@ def to_timm_vit(state: StateDict, path: str = "checkpoint") -> StateDict:
     )
 
 
-# Hugging Face ViT layer names: the hub files' ``encoder.layer.i.*`` and transformers 5's ``layers.i.*``.
-_HF_LAYER = {
-    "layernorm_before": "norm1", "layernorm_after": "norm2",
-    "attention.output.dense": "attn.proj", "attention.o_proj": "attn.proj",
-    "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
-}
-_HF_QKV = {
-    "attention.attention.query": "q", "attention.attention.key": "k", "attention.attention.value": "v",
-    "attention.q_proj": "q", "attention.k_proj": "k", "attention.v_proj": "v",
-}
-
-
 def _hf_vit_to_timm(state: StateDict, prefix: str) -> StateDict:
     out: StateDict = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
@@ -213,10 +210,10 @@ def _hf_vit_to_timm(state: StateDict, prefix: str) -> StateDict:
             out["patch_embed.proj." + name.rsplit(".", 1)[1]] = value
         elif name is not None and name.startswith("layernorm."):
             out["norm." + name.rsplit(".", 1)[1]] = value
-        elif match and match[2] in _HF_QKV:
-            qkv.setdefault((match[1], match[3]), {})[_HF_QKV[match[2]]] = value
-        elif match and match[2] in _HF_LAYER:
-            out[f"blocks.{match[1]}.{_HF_LAYER[match[2]]}.{match[3]}"] = value
+        elif match and match[2] in HF_VIT_QKV_KEYS:
+            qkv.setdefault((match[1], match[3]), {})[HF_VIT_QKV_KEYS[match[2]]] = value
+        elif match and match[2] in HF_VIT_LAYER_KEYS:
+            out[f"blocks.{match[1]}.{HF_VIT_LAYER_KEYS[match[2]]}.{match[3]}"] = value
         else:
             out[key] = value
     for (i, kind), parts in qkv.items():
@@ -230,8 +227,8 @@ def _jax_vit_to_timm(state: StateDict, prefix: str) -> StateDict:
     """big_vision / original ``vit_jax`` names (as timm's ``_load_weights`` reads them)."""
     w = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     old_style = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel" in w
-    ln1, mha, ln2, mlp = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3") \
-        if old_style else ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
+    mha, mlp = BIG_VISION_LAYERS[old_style][1::2]
+    names = big_vision_block_keys(old_style)
     used = {"embedding/kernel", "embedding/bias", "cls", "Transformer/posembed_input/pos_embedding",
             "Transformer/encoder_norm/scale", "Transformer/encoder_norm/bias"}
     out: StateDict = {
@@ -245,12 +242,6 @@ def _jax_vit_to_timm(state: StateDict, prefix: str) -> StateDict:
     depth = len({k.split("/")[1] for k in w if k.startswith("Transformer/encoderblock_")})
     for i in range(depth):
         src, dst = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
-        names = {
-            "norm1.weight": f"{ln1}/scale", "norm1.bias": f"{ln1}/bias",
-            "norm2.weight": f"{ln2}/scale", "norm2.bias": f"{ln2}/bias",
-            "attn.proj.bias": f"{mha}/out/bias",
-            "mlp.fc1.bias": f"{mlp}/Dense_0/bias", "mlp.fc2.bias": f"{mlp}/Dense_1/bias",
-        }
         for ours, theirs in names.items():
             out[dst + ours] = w[src + theirs]
         out[dst + "mlp.fc1.weight"] = w[src + f"{mlp}/Dense_0/kernel"].T
@@ -297,15 +288,15 @@ def _timm_to_encoder(timm: StateDict, encoder: ViTEncoder, report: LoadReport) -
     target = encoder.state_dict()
     out: StateDict = {}
     for key, value in timm.items():
-        if key == "temp_embed" and value.shape == target["temporal_embed"].shape:
-            key = "temporal_embed"  # the public X-ViT code's name (video-transformers)
+        if key in XVIT_KEYS and value.shape == target[XVIT_KEYS[key]].shape:
+            key = XVIT_KEYS[key]
         if key == "pos_embed":
             value = _fit_pos_embed(value, target[key].shape, "dist_token" in timm, report)
         elif key == "patch_embed.proj.weight" and value.shape[-1] != encoder.patch_size:
             report.notes.append(f"patch kernel resampled {value.shape[-1]}x{value.shape[-1]} -> "
                                 f"{encoder.patch_size}x{encoder.patch_size}")
             value = resize_patch_kernel(value, encoder.patch_size)
-        for name in _encoder_names(key, encoder):
+        for name in encoder.image_key_targets(key):
             out[name] = value
     return out
 
@@ -321,17 +312,6 @@ def _fit_pos_embed(pos: torch.Tensor, shape: torch.Size, distilled: bool, report
         return resize_pos_embed(pos, (round((shape[1] - 1) ** 0.5),) * 2)
     except ValueError as err:
         raise CheckpointError(f"{report.path}: pos_embed {tuple(pos.shape)}: {err}") from err
-
-
-def _encoder_names(key: str, encoder: ViTEncoder) -> list[str]:
-    """Where a timm key goes: in TimeSformer blocks the image attention also seeds the temporal one."""
-    match = re.match(r"^blocks\.(\d+)\.(norm1|attn)\.(.+)$", key)
-    if match is None or encoder.temporal != "divided":
-        return [key]
-    i, part, rest = match.groups()
-    if part == "norm1":
-        return [f"blocks.{i}.attn.norm.{rest}", f"blocks.{i}.attn.temporal_norm.{rest}"]
-    return [f"blocks.{i}.attn.attn.{rest}", f"blocks.{i}.attn.temporal_attn.{rest}"]
 
 
 def _load_into(module: nn.Module, state: StateDict, report: LoadReport, prefix: str = "") -> LoadReport:
@@ -366,38 +346,6 @@ def load_image_weights(model: nn.Module, path: str | os.PathLike, strict: bool =
 
 
 # ------------------------------------------------------------------------------------ TimeSformer
-_TIMESFORMER_RULES = [  # (pattern, replacement) on Hugging Face and facebookresearch/TimeSformer names
-    (r"^timesformer\.embeddings\.cls_token$", "encoder.cls_token"),
-    (r"^timesformer\.embeddings\.position_embeddings$", "encoder.pos_embed"),
-    (r"^timesformer\.embeddings\.time_embeddings$", "encoder.temporal_embed"),
-    (r"^timesformer\.embeddings\.patch_embeddings\.projection\.", "encoder.patch_embed.proj."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_layernorm\.", r"encoder.blocks.\1.attn.temporal_norm."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.attention\.qkv\.",
-     r"encoder.blocks.\1.attn.temporal_attn.qkv."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_attention\.output\.dense\.",
-     r"encoder.blocks.\1.attn.temporal_attn.proj."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.temporal_dense\.", r"encoder.blocks.\1.attn.temporal_fc."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_before\.", r"encoder.blocks.\1.attn.norm."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.attention\.qkv\.", r"encoder.blocks.\1.attn.attn.qkv."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"encoder.blocks.\1.attn.attn.proj."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.layernorm_after\.", r"encoder.blocks.\1.norm2."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"encoder.blocks.\1.mlp.fc1."),
-    (r"^timesformer\.encoder\.layer\.(\d+)\.output\.dense\.", r"encoder.blocks.\1.mlp.fc2."),
-    (r"^timesformer\.layernorm\.", "encoder.norm."),
-    (r"^classifier\.", "head.fc."),
-    (r"^model\.(cls_token|pos_embed|patch_embed\.proj\.\w+)$", r"encoder.\1"),
-    (r"^model\.time_embed$", "encoder.temporal_embed"),
-    (r"^model\.blocks\.(\d+)\.temporal_norm1\.", r"encoder.blocks.\1.attn.temporal_norm."),
-    (r"^model\.blocks\.(\d+)\.temporal_attn\.", r"encoder.blocks.\1.attn.temporal_attn."),
-    (r"^model\.blocks\.(\d+)\.temporal_fc\.", r"encoder.blocks.\1.attn.temporal_fc."),
-    (r"^model\.blocks\.(\d+)\.norm1\.", r"encoder.blocks.\1.attn.norm."),
-    (r"^model\.blocks\.(\d+)\.attn\.", r"encoder.blocks.\1.attn.attn."),
-    (r"^model\.blocks\.(\d+)\.(norm2|mlp)\.", r"encoder.blocks.\1.\2."),
-    (r"^model\.norm\.", "encoder.norm."),
-    (r"^model\.head\.", "head.fc."),
-]
-
-
 def _is_timesformer(state: StateDict) -> bool:
     return any(k.startswith("timesformer.embeddings.") or k.endswith("temporal_attn.qkv.weight") for k in state)
 
@@ -416,7 +364,7 @@ def load_timesformer_weights(model: nn.Module, path: str | os.PathLike, strict: 
     report = LoadReport(str(path))
     state: StateDict = {}
     for key, value in read_state_dict(path).items():
-        for pattern, repl in _TIMESFORMER_RULES:
+        for pattern, repl in TIMESFORMER_KEYS:
             new, hits = re.subn(pattern, repl, key)
             if hits:
                 key = new

@@ -38,6 +38,7 @@ from sct.models.attention.lsh_hashing import (
     sort_by_bucket,
 )
 from sct.models.checkpointing import recomputing
+from sct.models.options import check, check_positive_ints
 
 __all__ = ["LSHConfig", "LSHSelfAttention", "bucket_count", "default_n_buckets", "factorised", "hash_vectors",
            "lsh_attention", "random_rotations", "sort_by_bucket"]
@@ -45,6 +46,13 @@ __all__ = ["LSHConfig", "LSHSelfAttention", "bucket_count", "default_n_buckets",
 # Logit given to (padding keys, the query's own position): Hugging Face's values per precision.
 _MASK_VALUES = {torch.float32: (-1e9, -1e5), torch.float64: (-1e9, -1e5)}
 _LOW_PRECISION_MASK_VALUES = (-1e4, -1e3)
+
+
+def mask_values(dtype: torch.dtype) -> tuple[float, float]:
+    """``(padding, self)`` mask scores for ``dtype``: Reformer's, smaller where fp16/bf16 would overflow."""
+    return _MASK_VALUES.get(dtype, _LOW_PRECISION_MASK_VALUES)
+
+
 # PyTorch's CPU flash attention, forward (also returning the log-sum-exp) and backward.
 _FUSED_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 _FUSED_CPU_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
@@ -183,7 +191,7 @@ def _block_view(xs: torch.Tensor, keys: torch.Tensor, vs: torch.Tensor, slots: _
     xs, keys, vs = xs[:, local], keys[:, local], vs[:, local]
     query_pos = slots.pos[rows, queries].unflatten(1, (count // c, c))
     key_pos = slots.pos[rows, span].unfold(1, window, c)
-    pad_value, self_value = _MASK_VALUES.get(xs.dtype, _LOW_PRECISION_MASK_VALUES)
+    pad_value, self_value = mask_values(xs.dtype)
     if not layout.full_mask(first, count):
         # Positions are distinct within a round and no padding is in reach: a query meets itself only in its
         # own chunk, on the diagonal.
@@ -505,16 +513,19 @@ class LSHConfig:
     def __post_init__(self) -> None:
         if isinstance(self.n_buckets, list):
             object.__setattr__(self, "n_buckets", tuple(self.n_buckets))
-        if self.n_buckets is not None:
-            try:
-                bucket_factors(self.n_buckets)
-            except ConfigError as error:
-                raise ConfigError(f"LSHSelfAttention: n_buckets must be None, an even integer >= 2 or a tuple of "
-                                  f"them, got {self.n_buckets}") from error
-        if self.factorise_above is not None and self.factorise_above < 2:
-            raise ConfigError(f"LSHSelfAttention: factorise_above must be None or >= 2, got {self.factorise_above}")
-        if self.chunk_length < 1 or self.n_hashes < 1 or self.chunks_before < 0 or self.chunks_after < 0:
-            raise ConfigError("LSHSelfAttention: chunk_length and n_hashes must be >= 1, chunks_before/after >= 0")
+        check(self.n_buckets is None or _is_bucket_count(self.n_buckets), self, "n_buckets",
+              "None, an even integer >= 2 or a tuple of them (factorised buckets)")
+        check(self.factorise_above is None or self.factorise_above >= 2, self, "factorise_above", "None or >= 2")
+        check_positive_ints(self, ("n_hashes", "chunk_length"))
+        check_positive_ints(self, ("chunks_before", "chunks_after"), minimum=0)
+
+
+def _is_bucket_count(n_buckets: int | tuple[int, ...]) -> bool:
+    try:
+        bucket_factors(n_buckets)
+    except ConfigError:
+        return False
+    return True
 
 
 class LSHSelfAttention(nn.Module):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sct.models.attention.lsh import _MASK_VALUES, bucket_count, bucket_factors
+from sct.models.attention.lsh import bucket_count, bucket_factors, mask_values
 
 
 def _hash(x: torch.Tensor, rotations: torch.Tensor, factors: tuple[int, ...]) -> torch.Tensor:
@@ -118,7 +118,7 @@ def lsh_attention_vectorized(qk: torch.Tensor, v: torch.Tensor, *, n_hashes: int
     window_values = _look_around(chunked(vs), before, after)
     query_pos = chunked(order).unsqueeze(-1)  # (B*H, n, c, 1)
     key_pos = _look_around(query_pos, before, after).transpose(-1, -2)  # (B*H, n, 1, W)
-    pad_value, self_value = _MASK_VALUES.get(x.dtype, (-1e4, -1e3))
+    pad_value, self_value = mask_values(x.dtype)
     if padding:
         key_pad = pad.unsqueeze(1).expand(bsz, heads, padded).flatten(0, 1).gather(1, key_pos.flatten(1))
         key_bias = key_pad.view_as(key_pos).to(x.dtype) * pad_value  # (B*H, n, 1, W)

@@ -1,4 +1,5 @@
-"""Videos made by the ffmpeg command-line tool, and what ffmpeg itself says is on screen when.
+"""Reference videos for decoding exactness: made by the ffmpeg command-line tool, with frames that say which
+frame they are, and what ffmpeg itself says is on screen when (the tests and benchmarks/decode_exactness.py).
 
 These files come from another encoder than the one the rest of the tests use (PyAV), with the features
 that make "which frame is shown at time t" hard: B-frames (decode order differs from display order),
@@ -19,17 +20,28 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-from conftest import frame_index, index_frame
 
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
-needs_ffmpeg = pytest.mark.skipif(
-    FFMPEG is None or FFPROBE is None,
-    reason="the ffmpeg and ffprobe command-line tools are not installed (.ci/run installs them): they make "
-           "the fixtures and give the independent ground truth for decoding exactness",
-)
 WIDTH, HEIGHT = 64, 48
+# Frame i is grey (i % 32) * 8 on its left half and (i // 32) * 8 on its right half: grey survives
+# yuv420p and H.264 within a few levels, so the index can be read back from a decoded frame.
+LEVEL = 8
+
+
+def index_frame(i: int, width: int, height: int) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` encoding ``i`` (0 <= i < 1024) as two grey halves."""
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:, : width // 2] = (i % 32) * LEVEL
+    frame[:, width // 2:] = (i // 32) * LEVEL
+    return frame
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Inverse of :func:`index_frame` for a decoded ``(H, W, 3)`` frame."""
+    h, w = frame.shape[:2]
+    low = frame[h // 4: 3 * h // 4, w // 8: 3 * w // 8].mean()
+    high = frame[h // 4: 3 * h // 4, 5 * w // 8: 7 * w // 8].mean()
+    return int(round(low / LEVEL)) + 32 * int(round(high / LEVEL))
 
 # A variable rate: gaps of 50, 100 and 150 ms in turn.
 _VFR = "settb=1/1000,setpts='(floor(N/3)*0.3+mod(N,3)*(mod(N,3)+1)*0.025)/TB'"
@@ -82,7 +94,7 @@ def _run(command: list[str], stdin: bytes | None = None) -> bytes:
 
 
 def make_video(recipe: Recipe, folder: Path) -> Path:
-    """Encode ``recipe``'s video of index frames (see :func:`conftest.index_frame`) into ``folder``."""
+    """Encode ``recipe``'s video of index frames (see :func:`index_frame`) into ``folder``."""
     path = folder / f"{recipe.name}{recipe.suffix}"
     if recipe.copy_of is not None:
         source = next(r for r in RECIPES if r.name == recipe.copy_of)
