@@ -1,6 +1,7 @@
 """The run folder: one run at a time (lock), leftovers of killed writes removed, unwritable outputs and a
 full disk reported in one message with the last good checkpoint kept."""
 
+import contextlib
 import errno
 import json
 import os
@@ -91,6 +92,36 @@ def test_lock_is_exclusive_within_a_machine_and_free_after_release(tmp_path):
         RunLock(tmp_path / "run")
     lock.release()
     RunLock(tmp_path / "run").release()
+
+
+_HOLD_AND_FORK = """
+import os, sys, time
+from sct.engine.run_lock import RunLock
+RunLock(sys.argv[1])
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_runs_lock_is_free_at_once_though_a_forked_worker_lives_on(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_AND_FORK, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                              text=True, env=subprocess_env())
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(RunFolderBusyError):
+            RunLock(tmp_path / "run")
+        holder.kill()
+        holder.wait()
+        os.kill(child, 0)  # the worker outlives the run, as a loader worker does for a few seconds
+        RunLock(tmp_path / "run").release()
+    finally:
+        holder.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_output_dir_under_a_file_is_refused_before_any_work(data, tmp_path):

@@ -3,7 +3,9 @@
 ``run.lock`` in the run folder is held with ``fcntl.flock`` for the whole run and holds its owner (pid,
 host, command, start time) as JSON. A second run into the same folder fails at once with a message
 naming the first. The kernel drops a flock when its process dies, however it dies (even SIGKILL), so a
-lock left by a dead run is simply taken over; its old owner is logged.
+lock left by a dead run is simply taken over; its old owner is logged. A forked child (a data-loader
+worker) closes its copy of the descriptor at once: a flock lives as long as any copy, and a worker outliving
+a killed run by the seconds it takes to notice would otherwise keep the folder locked.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from sct.outputs import writing
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _drop_in_child() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
 
 
 class RunFolderBusyError(SCTError):
@@ -77,12 +90,15 @@ class RunLock:
             os.pwrite(fd, json.dumps(_owner()).encode(), 0)
             os.fsync(fd)
         self._fd: int | None = fd
+        self._pid = os.getpid()
+        _HELD.add(fd)
 
     def release(self) -> None:
         """Clear the owner and unlock; the file stays (deleting it would race with a run opening it)."""
-        if self._fd is None:
+        if self._fd is None or os.getpid() != self._pid:  # a forked child has no lock of its own
             return
         fd, self._fd = self._fd, None
+        _HELD.discard(fd)
         # A full or read-only disk must not hide the error that ended the run.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
