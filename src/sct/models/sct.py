@@ -19,6 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from sct.models.attention.lsh import LSHConfig
+from sct.models.attention.lsh_hashing import is_bucket_spec
 from sct.models.attention.shifted import SHIFT_MODES, TEMPORAL_KINDS, temporal_attention
 from sct.models.blocks import (
     WEIGHT_INITS,
@@ -112,9 +113,7 @@ class SCTConfig:
         check(self.img_size >= self.patch_size, self, "img_size", f">= patch_size ({self.patch_size})")
         if isinstance(self.lsh_buckets, list):
             self.lsh_buckets = tuple(self.lsh_buckets)
-        factors = (self.lsh_buckets,) if isinstance(self.lsh_buckets, int) else self.lsh_buckets or ()
-        check(self.lsh_buckets is None or (factors and all(isinstance(f, int) and f >= 2 and f % 2 == 0
-                                                           for f in factors)), self,
+        check(self.lsh_buckets is None or is_bucket_spec(self.lsh_buckets), self,
               "lsh_buckets", "None, an even integer >= 2, or a list of them (factorised buckets)")
         check(self.lsh_factorise_above is None or self.lsh_factorise_above >= 2, self, "lsh_factorise_above",
               "None or an integer >= 2")

@@ -34,6 +34,7 @@ from sct.models.attention.lsh_hashing import (
     default_n_buckets,
     factorised,
     hash_vectors,
+    is_bucket_spec,
     random_rotations,
     sort_by_bucket,
 )
@@ -513,19 +514,11 @@ class LSHConfig:
     def __post_init__(self) -> None:
         if isinstance(self.n_buckets, list):
             object.__setattr__(self, "n_buckets", tuple(self.n_buckets))
-        check(self.n_buckets is None or _is_bucket_count(self.n_buckets), self, "n_buckets",
+        check(self.n_buckets is None or is_bucket_spec(self.n_buckets), self, "n_buckets",
               "None, an even integer >= 2 or a tuple of them (factorised buckets)")
         check(self.factorise_above is None or self.factorise_above >= 2, self, "factorise_above", "None or >= 2")
         check_positive_ints(self, ("n_hashes", "chunk_length"))
         check_positive_ints(self, ("chunks_before", "chunks_after"), minimum=0)
-
-
-def _is_bucket_count(n_buckets: int | tuple[int, ...]) -> bool:
-    try:
-        bucket_factors(n_buckets)
-    except ConfigError:
-        return False
-    return True
 
 
 class LSHSelfAttention(nn.Module):

@@ -30,13 +30,19 @@ def factorised(n_buckets: int) -> tuple[int, int]:
     return 2 ** (power // 2), 2 ** (power - power // 2)
 
 
+def is_bucket_spec(n_buckets) -> bool:
+    """Whether ``n_buckets`` is an even integer >= 2 or a non-empty tuple / list of them."""
+    factors = (n_buckets,) if isinstance(n_buckets, int) else n_buckets
+    return (isinstance(factors, (tuple, list)) and len(factors) > 0
+            and all(isinstance(f, int) and f >= 2 and f % 2 == 0 for f in factors))
+
+
 def bucket_factors(n_buckets: int | tuple[int, ...]) -> tuple[int, ...]:
     """``n_buckets`` as its factors: an int is one factor, a tuple (Hugging Face's ``num_buckets=[n1, n2]``)
     gives ``n1 * n2 * ...`` buckets, each factor hashed by its own ``n_i / 2`` rotations."""
-    factors = (n_buckets,) if isinstance(n_buckets, int) else tuple(n_buckets)
-    if not factors or any(not isinstance(f, int) or f < 2 or f % 2 for f in factors):
+    if not is_bucket_spec(n_buckets):
         raise ConfigError(f"LSH attention: n_buckets must be an even integer >= 2 or a tuple of them, got {n_buckets}")
-    return factors
+    return (n_buckets,) if isinstance(n_buckets, int) else tuple(n_buckets)
 
 
 def bucket_count(n_buckets: int | tuple[int, ...]) -> int:
