@@ -260,17 +260,16 @@ def profile_protocol(args, trees) -> tuple[str, dict]:
     from torch.profiler import profile
 
     import sct
+    from sct.analysis.bench import training_step
 
     torch.set_num_threads(args.threads)
     model = sct.create_model("sct_s", num_frames=args.frames, img_size=args.size)
     clip = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    step = training_step(model, torch.optim.AdamW(model.parameters(), lr=1e-4), clip, torch.full((args.batch,), 7))
 
     def train() -> None:
         model.train()
-        torch.nn.functional.cross_entropy(model(clip), torch.full((args.batch,), 7)).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step()
 
     def infer() -> None:
         model.eval()
