@@ -66,6 +66,7 @@ def test_second_run_is_refused_naming_the_first_and_a_dead_runs_lock_and_leftove
     # What a killed write leaves behind: temp files of a dead process, weights whose state file never came.
     checkpoints = run_dir / "checkpoints"
     good = latest_checkpoint(checkpoints)
+    left_by_the_kill = _left_by_a_kill(checkpoints)  # the SIGKILL above may land mid-write too
     dead = _dead_pid()
     leftovers = [checkpoints / f".step_00000999.safetensors.tmp-{dead}", run_dir / f".summary.json.tmp-{dead}",
                  CheckpointPaths.for_step(checkpoints, 998).weights, CheckpointPaths.for_step(checkpoints, 998).ema]
@@ -76,10 +77,19 @@ def test_second_run_is_refused_naming_the_first_and_a_dead_runs_lock_and_leftove
                                               f"train.max_steps={_step(good) + 1}"))
     assert resumed.returncode == 0, resumed.stderr
     assert "taking over the lock" in resumed.stderr and f"pid {first.pid} " in resumed.stderr
-    assert "removed 4 file(s) left by interrupted writes" in resumed.stderr
-    assert not any(path.exists() for path in leftovers)
+    assert f"removed {4 + len(left_by_the_kill)} file(s) left by interrupted writes" in resumed.stderr
+    assert not any(path.exists() for path in leftovers + left_by_the_kill)
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == _step(good) + 1
     assert (run_dir / "run.lock").read_text() == "", "a finished run leaves the lock free and empty"
+
+
+def _left_by_a_kill(checkpoints) -> list:
+    """Temp files of the run folder and its checkpoints, and the files of each step missing its weights or state."""
+    temps = [p for folder in (checkpoints.parent, checkpoints) for p in folder.iterdir() if ".tmp-" in p.name]
+    steps = {int(p.name[len("step_"):].split(".")[0]) for p in checkpoints.glob("step_*")}
+    halves = [CheckpointPaths.for_step(checkpoints, step) for step in sorted(steps)]
+    return temps + [p for paths in halves if not (paths.weights.is_file() and paths.state.is_file())
+                    for p in paths.files() if p.exists()]
 
 
 def _step(paths: CheckpointPaths) -> int:
