@@ -159,7 +159,9 @@ def markdown(args, summary: dict) -> str:
     return "\n\n".join([
         f"`python benchmarks/two_stage.py --work {args.work} --seeds {' '.join(map(str, args.seeds))} "
         f"--epochs {args.epochs} --pretrain-epochs {args.pretrain_epochs} --pretrain-lr {args.pretrain_lr} "
-        f"--images-per-class {args.images_per_class}` (results: `{args.work}/results.json`).",
+        f"--images-per-class {args.images_per_class}"
+        + (f" --section {args.section}" if args.section != "two_stage" else "")
+        + f"` (results: `{args.work}/results.json`).",
         f"Stage 1: `sct_tiny_image` on {args.images_per_class} images per class, {args.pretrain_epochs} epochs "
         f"({pre['steps']} steps, AdamW lr {args.pretrain_lr}): val top-1 {pre['curve'][-1][1]:.1f}%, test top-1 "
         f"{pre['test_top1']:.1f}% (18 classes, chance 5.6%), {pre['train_seconds'] / 60:.0f} min. Stage 2: "
@@ -195,6 +197,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", choices=["scratch", "pretrained"], default=["scratch", "pretrained"],
                         help="run only these starts (the report needs both)")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "training.md"))
+    parser.add_argument("--section", default="two_stage", help="the section of --doc the table replaces")
     args = parser.parse_args()
     work = Path(args.work)
     images = generate_images(work / "images", images_per_class=args.images_per_class, size=32, seed=0)
@@ -205,7 +208,7 @@ def main() -> None:
         return
     summary = summarise(args, results)
     (work / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    update_doc_section(args.doc, "two_stage", markdown(args, summary))
+    update_doc_section(args.doc, args.section, markdown(args, summary))
     print(markdown(args, summary))
 
 
