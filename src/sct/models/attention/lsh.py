@@ -63,6 +63,8 @@ BLOCK_SLOTS = 1024
 # With autograd the per-block overhead is larger (the backward pass recomputes every block), so blocks are
 # bigger; memory still stays O(block), not O(L * window).
 TRAIN_BLOCK_SLOTS = 16384
+# Positions merged at a time when a round's outputs return to position order (a 1 MiB copy at d_h = 64).
+MERGE_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ class _Layout:
         step = max(1, self.block_slots // self.padded_len)
         return [slice(start, start + step) for start in range(0, n_rows, step)]
 
-    def slot_ranges(self) -> list[tuple[int, int]]:
-        """``(first slot, n slots)`` of each block: whole chunks, never across a round boundary.
+    def round_ranges(self, r: int) -> list[tuple[int, int]]:
+        """``(first slot, n slots)`` of each block of round ``r``: whole chunks, never across a round boundary.
 
         The chunks whose windows leave their round or may see padding (the first ``before`` and last
         :attr:`tail`) get blocks of their own, so every other block can use the cheap diagonal self mask.
@@ -108,17 +110,23 @@ class _Layout:
         inner = (min(self.before, n_chunks), max(self.before, n_chunks - self.tail))
         parts = [(0, inner[0]), inner, (inner[1], n_chunks)]
         step = max(1, self.block_slots // self.chunk)
-        ranges = [(start, min(step, end - start)) for begin, end in parts for start in range(begin, end, step)]
-        return [(r * self.padded_len + start * self.chunk, count * self.chunk)
-                for r in range(self.n_hashes) for start, count in ranges]
+        return [(r * self.padded_len + start * self.chunk, min(step, end - start) * self.chunk)
+                for begin, end in parts for start in range(begin, end, step)]
+
+    def slot_ranges(self) -> list[tuple[int, int]]:
+        """The blocks of every round (:meth:`round_ranges`), round by round."""
+        return [block for r in range(self.n_hashes) for block in self.round_ranges(r)]
 
 
 def _key_scale(x: torch.Tensor) -> torch.Tensor:
     """Reformer's key normalisation as a factor per position: ``k = x * scale``, ``scale`` ``(G, L, 1)``.
 
-    ``scale = 1 / sqrt(mean(x^2) + 1e-6) / sqrt(d_h)``; computed once per row, then gathered per block.
+    ``scale = 1 / sqrt(mean(x^2) + 1e-6) / sqrt(d_h)``; computed once per row, then gathered per block. The
+    norm is one reduction that allocates nothing the size of ``x``.
     """
-    return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * x.shape[-1] ** -0.5
+    dim = x.shape[-1]
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.promote_types(x.dtype, torch.float32))
+    return torch.rsqrt(norm.square_().div_(dim).add_(1e-6)).mul_(dim ** -0.5).to(x.dtype)
 
 
 @functools.lru_cache(maxsize=32)
@@ -134,7 +142,6 @@ class _Slots(NamedTuple):
 
     pos: torch.Tensor  # original position of each slot
     rows_index: torch.Tensor  # index into the rows flattened to (G * L, ...); padding positions clamped
-    out_index: torch.Tensor  # index into the output flattened to (G * Lp, ...)
     is_pad: torch.Tensor | None  # key is padding (bool), None when nothing is padded
 
     @classmethod
@@ -146,7 +153,13 @@ class _Slots(NamedTuple):
         pos = sorted_pos[:, wrap]
         row = torch.arange(sorted_pos.shape[0], device=pos.device).unsqueeze(-1)
         rows_index = pos.clamp(max=layout.seq_len - 1) + row * layout.seq_len
-        return cls(pos, rows_index, pos + row * layout.padded_len, None if pad is None else pad.gather(1, pos))
+        return cls(pos, rows_index, None if pad is None else pad.gather(1, pos))
+
+    def out_index(self, rows: slice, span: slice, padded_len: int) -> torch.Tensor:
+        """``(g, S)``: the rows, in the output flattened to ``(G * Lp, ...)``, of the slots ``span`` of ``rows``."""
+        first_row = rows.start or 0
+        row = torch.arange(first_row, first_row + self.pos[rows].shape[0], device=self.pos.device).unsqueeze(-1)
+        return self.pos[rows, span] + row * padded_len
 
 
 class _Block(NamedTuple):
@@ -156,9 +169,6 @@ class _Block(NamedTuple):
     keys: torch.Tensor  # (G, n, W, d), normalised; a strided view of the gathered slots
     values: torch.Tensor  # (G, n, W, d), a strided view
     bias: torch.Tensor  # additive mask, broadcastable to (G, n, c, W)
-    query_pos: torch.Tensor  # (G, n, c) original positions of the queries
-    key_pos: torch.Tensor  # (G, n, W)
-    out_index: torch.Tensor  # (G * n * c,) the queries' rows in the flattened output
 
 
 def _gather_slots(x: torch.Tensor, v: torch.Tensor, key_scale: torch.Tensor, index: torch.Tensor,
@@ -187,23 +197,29 @@ def _block_view(xs: torch.Tensor, keys: torch.Tensor, vs: torch.Tensor, slots: _
     ``(n_rows, S, d)`` that start at extended slot ``offset``. The windows are overlapping views (``unfold``)."""
     c, before, window = layout.chunk, layout.before, layout.window
     span = slice(first, first + count + window - c)  # in extended slots: window of the block's first chunk on
-    queries = slice(first + before * c, first + before * c + count)
     local = slice(span.start - offset, span.stop - offset)
     xs, keys, vs = xs[:, local], keys[:, local], vs[:, local]
-    query_pos = slots.pos[rows, queries].unflatten(1, (count // c, c))
-    key_pos = slots.pos[rows, span].unfold(1, window, c)
     pad_value, self_value = mask_values(xs.dtype)
     if not layout.full_mask(first, count):
         # Positions are distinct within a round and no padding is in reach: a query meets itself only in its
         # own chunk, on the diagonal.
         bias = _self_diagonal(c, before, layout.after, self_value, xs.dtype, xs.device)
     else:
+        query_pos, key_pos = _block_positions(slots, layout, rows, first, count)
         bias = (query_pos.unsqueeze(-1) == key_pos.unsqueeze(-2)).to(xs.dtype) * self_value
         if slots.is_pad is not None:
             bias = bias + slots.is_pad[rows, span].unfold(1, window, c).unsqueeze(-2).to(xs.dtype) * pad_value
     return _Block(xs[:, before * c:before * c + count].unflatten(1, (count // c, c)),
-                  keys.unfold(1, window, c).transpose(-1, -2), vs.unfold(1, window, c).transpose(-1, -2),
-                  bias, query_pos, key_pos, slots.out_index[rows, queries].flatten())
+                  keys.unfold(1, window, c).transpose(-1, -2), vs.unfold(1, window, c).transpose(-1, -2), bias)
+
+
+def _block_positions(slots: _Slots, layout: _Layout, rows: slice, first: int,
+                     count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Original positions of the block's queries ``(g, n, c)`` and of its windows' keys ``(g, n, W)``."""
+    c = layout.chunk
+    query_first = first + layout.before * c
+    query_pos = slots.pos[rows, query_first:query_first + count].unflatten(1, (count // c, c))
+    return query_pos, slots.pos[rows, first:first + count + layout.window - c].unfold(1, layout.window, c)
 
 
 def _logits(block: _Block) -> torch.Tensor:
@@ -227,21 +243,26 @@ def _attend(block: _Block) -> tuple[torch.Tensor, torch.Tensor]:
     return ((probs @ block.values) / total).flatten(0, 2), (total.log() + top).flatten()
 
 
-def _merge_round(out: torch.Tensor, lse: torch.Tensor, index: torch.Tensor, o: torch.Tensor, z: torch.Tensor,
+def _merge_round(out: torch.Tensor, lse: torch.Tensor, o: torch.Tensor, z: torch.Tensor, index: torch.Tensor,
                  first_round: bool) -> None:
-    """Fold one round's outputs ``o`` ``(S, d)`` with log-sum-exp ``z`` ``(S,)`` at rows ``index`` ``(S,)``
-    (distinct within a round) into the running ``out`` ``(G * Lp, d)`` and ``lse`` ``(G * Lp,)``.
+    """Fold one round's outputs ``o`` ``(S, d)`` and log-sum-exps ``z`` ``(S,)``, in that round's slot order, into
+    the running ``out`` ``(N, d)`` and ``lse`` ``(N,)`` in position order: position ``i`` takes slot ``index[i]``.
 
-    The result is the logsumexp-weighted sum over rounds, ``sum_r exp(z_r - logsumexp_r z_r) o_r``.
+    The result is the logsumexp-weighted sum over rounds, ``sum_r exp(z_r - logsumexp_r z_r) o_r``, built one
+    round at a time as ``out + w (o_r - out)`` with ``w = exp(z_r - logaddexp(lse, z_r))``: gathers and one
+    ``lerp_``, no scatter; :data:`MERGE_ROWS` positions at a time, so the gathered copy stays small.
     """
     z = z.to(lse.dtype)
-    if not first_round:
-        old = lse.index_select(0, index)
-        new = torch.logaddexp(old, z)
-        o = out.index_select(0, index) * (old - new).exp().unsqueeze(-1) + o * (z - new).exp().unsqueeze(-1)
-        z = new
-    out.index_copy_(0, index, o.to(out.dtype))
-    lse.index_copy_(0, index, z)
+    if first_round:
+        torch.index_select(o, 0, index, out=out)
+        torch.index_select(z, 0, index, out=lse)
+        return
+    for start in range(0, index.shape[0], MERGE_ROWS):
+        part = slice(start, start + MERGE_ROWS)
+        z_part = z.index_select(0, index[part])
+        new = torch.logaddexp(lse[part], z_part)
+        out[part].lerp_(o.index_select(0, index[part]), z_part.sub_(new).exp_().unsqueeze(-1).to(out.dtype))
+        lse[part] = new
 
 
 def _blocks(n_rows: int, layout: _Layout):
@@ -251,17 +272,32 @@ def _blocks(n_rows: int, layout: _Layout):
 
 
 def _lsh_forward(x, v, slots: _Slots, layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
-    """Output ``(G * Lp, d)`` and log-sum-exp over all rounds and keys ``(G * Lp,)`` of rows ``(G * L, d)``."""
-    n_rows = slots.pos.shape[0]
-    out = x.new_empty(n_rows * layout.padded_len, x.shape[-1])
+    """Output ``(G * Lp, d)`` and log-sum-exp over all rounds and keys ``(G * Lp,)`` of rows ``(G * L, d)``.
+
+    Each round's blocks write their outputs in slot order into a buffer of one round, which then returns to
+    positions through the inverse of the sort (a gather) and merges into the result.
+    """
+    n_rows, d = slots.pos.shape[0], x.shape[-1]
+    padded_len, front = layout.padded_len, layout.before * layout.chunk
+    out = x.new_empty(n_rows, padded_len, d)
     # Kept in float32 for 16-bit inputs: the backward pass exponentiates against it.
-    lse = x.new_empty(n_rows * layout.padded_len, dtype=torch.promote_types(x.dtype, torch.float32))
+    lse = x.new_empty(n_rows, padded_len, dtype=torch.promote_types(x.dtype, torch.float32))
     key_scale = _key_scale(x)
-    for rows, first, count in _blocks(n_rows, layout):
-        block = _gather_block(x, v, key_scale, slots, layout, rows, first, count)
-        o, z = _attend(block)
-        _merge_round(out, lse, block.out_index, o, z, first < layout.padded_len)
-    return out, lse
+    inverse = _inverse_sort(slots.pos[:, front:front + layout.n_hashes * padded_len], layout)
+    for rows in layout.row_groups(n_rows):
+        g = slots.pos[rows].shape[0]
+        row_offsets = torch.arange(g, device=x.device).unsqueeze(-1) * padded_len
+        o_round, z_round = x.new_empty(g, padded_len, d), lse.new_empty(g, padded_len)
+        for r in range(layout.n_hashes):
+            for first, count in layout.round_ranges(r):
+                o, z = _attend(_gather_block(x, v, key_scale, slots, layout, rows, first, count))
+                local = slice(first - r * padded_len, first - r * padded_len + count)
+                o_round[:, local] = o.view(g, count, d)
+                z_round[:, local] = z.view(g, count)
+            index = (inverse[rows, r] - r * padded_len + row_offsets).flatten()
+            _merge_round(out[rows].view(-1, d), lse[rows].view(-1), o_round.view(-1, d), z_round.view(-1), index,
+                         r == 0)
+    return out.view(-1, d), lse.view(-1)
 
 
 class _LSHAttentionFunction(torch.autograd.Function):
@@ -301,7 +337,7 @@ def _lsh_backward(x, v, out, lse, grad, slots: _Slots, layout: _Layout) -> tuple
         index = slots.rows_index[rows].flatten()
         g = slots.pos[rows].shape[0]
         xs, keys, vs = _gather_slots(x, v, key_scale, index, g)
-        at_queries = slots.out_index[rows, front:front + total].flatten()
+        at_queries = slots.out_index(rows, slice(front, front + total), layout.padded_len).flatten()
         # Output-side tensors of every query slot, (g, R * Lp, ...).
         grad_s, out_s = (t.index_select(0, at_queries).view(g, total, d) for t in (grad, out))
         lse_s = lse.index_select(0, at_queries).view(g, total)
@@ -400,8 +436,11 @@ def _effective_attention(x, v, slots: _Slots, lse, layout: _Layout) -> torch.Ten
     for rows, first, count in _blocks(n_rows, layout):
         block = _gather_block(x, v, key_scale, slots, layout, rows, first, count)
         logits = _logits(block)
-        weights = (logits.to(lse.dtype) - lse.index_select(0, block.out_index).view(*logits.shape[:3], 1)).exp()
-        flat = block.query_pos.unsqueeze(-1) * padded_len + block.key_pos.unsqueeze(-2)
+        query_pos, key_pos = _block_positions(slots, layout, rows, first, count)
+        query_first = first + layout.before * layout.chunk
+        at_queries = slots.out_index(rows, slice(query_first, query_first + count), padded_len).flatten()
+        weights = (logits.to(lse.dtype) - lse.index_select(0, at_queries).view(*logits.shape[:3], 1)).exp()
+        flat = query_pos.unsqueeze(-1) * padded_len + key_pos.unsqueeze(-2)
         attn[rows].scatter_add_(1, flat.flatten(1), weights.flatten(1))
     return attn.view(n_rows, padded_len, padded_len)
 
