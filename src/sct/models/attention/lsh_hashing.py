@@ -106,6 +106,13 @@ def sort_by_bucket(buckets: torch.Tensor) -> torch.Tensor:
     """Stable per-round sort of ``buckets`` ``(B, H, R, L)`` -> positions in sorted order ``(B, H, R, L)``.
 
     Positions ascend within a bucket. Rounds never mix, so sorting each round on its own gives the
-    same order as one sort of all rounds by (round, bucket, position).
+    same order as one sort of all rounds by (round, bucket, position). The rows are sorted together as one
+    flat sequence keyed by ``(row, bucket)``: PyTorch sorts a long 1-D integer tensor by radix on a CPU,
+    several times faster than row by row.
     """
-    return torch.sort(buckets, dim=-1, stable=True).indices
+    length = buckets.shape[-1]
+    rows = buckets.reshape(-1, length)
+    first = torch.arange(rows.shape[0], device=buckets.device).unsqueeze(-1)
+    span = int(rows.max()) + 1 if rows.numel() else 1
+    order = torch.sort((rows + first * span).flatten(), stable=True).indices.view_as(rows)
+    return (order - first * length).view(buckets.shape)
