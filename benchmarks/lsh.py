@@ -50,6 +50,9 @@ CROSSOVER_LENGTHS = [128, 256, 512]
 METHODS = ("ours", "hf", "hf1", "sdpa")
 LABELS = {"ours": "ours (sct)", "hf": "Hugging Face Reformer", "hf1": "Hugging Face, buckets unfactorised",
           "sdpa": "dense SDPA"}
+# Functions of sct.models.attention.lsh whose time the breakdown reports, in the order a call runs them.
+STAGES = {"hash_vectors": "hashing", "sort_by_bucket": "sort", "_gather_block": "gathers of the blocks' rows",
+          "_attend": "attention kernel (fused CPU flash attention)", "_merge_round": "un-sort and merge of rounds"}
 
 
 def hf_buckets(seq_len: int) -> int | tuple[int, int]:
@@ -117,6 +120,53 @@ def time_all(lengths: list[int], repeats: int) -> dict[tuple[str, int], float]:
             times[method, seq_len] = best[method]
         print(f"L={seq_len:6d}  " + "  ".join(f"{m} {best[m] * 1e3:9.1f} ms" for m in METHODS), flush=True)
     return times
+
+
+@torch.no_grad()
+def breakdown(seq_len: int, repeats: int) -> tuple[dict[str, float], float]:
+    """Mean seconds per call that ours spends in each of :data:`STAGES` at ``seq_len``, and per whole call.
+
+    The stages are timed by wrapping the module's functions for the duration of this measurement.
+    """
+    from sct.models.attention import lsh as module
+
+    spent = dict.fromkeys(STAGES, 0.0)
+    originals = {name: getattr(module, name) for name in STAGES}
+
+    def timed(name: str, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = fn(*args, **kwargs)
+            spent[name] += time.perf_counter() - start
+            return result
+        return wrapper
+
+    try:
+        for name in STAGES:
+            setattr(module, name, timed(name, originals[name]))
+        fn = make_case("ours", seq_len)
+        fn()
+        spent.update(dict.fromkeys(STAGES, 0.0))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        total = time.perf_counter() - start
+    finally:
+        for name, original in originals.items():
+            setattr(module, name, original)
+    return {name: seconds / repeats for name, seconds in spent.items()}, total / repeats
+
+
+@torch.no_grad()
+def hf_matmul_share(seq_len: int) -> tuple[float, float]:
+    """Seconds of one Hugging Face call spent in matrix products (``bmm`` / ``mm``, profiled), and in all ops."""
+    fn = make_case("hf", seq_len)
+    fn()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::bmm", "aten::mm"))
+    return matmul / 1e6, sum(e.self_cpu_time_total for e in events) / 1e6
 
 
 def _resident_kib(field: str) -> int:
@@ -196,7 +246,31 @@ def plot(lengths, times, memory, crossover_lengths, path: Path) -> None:
     plt.close(fig)
 
 
-def report(lengths, times, memory, cross_at, growth, plot_name: str) -> str:
+def _breakdown_lines(seq_len: int, stages: dict[str, float], total: float, hf_time: float,
+                     hf_profile: tuple[float, float]) -> list[str]:
+    """Where ours spends its time at ``seq_len`` against the reference's matrix products."""
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1e3:.1f}"
+
+    parts = [f"{STAGES[name]} {ms(seconds)} ms ({seconds / total:.0%})" for name, seconds in stages.items()]
+    rest = total - sum(stages.values())
+    flop = 4 * HEADS * N_HASHES * seq_len * 2 * CHUNK * DIM_HEAD
+    kernel = stages["_attend"]
+    hf_matmul, hf_profiled = hf_profile
+    return [
+        f"- Where ours spends its time at L={seq_len} (mean of timed calls after the table, {ms(total)} ms per call): "
+        + "; ".join(parts) + f"; the rest (slot bookkeeping, Python) {ms(rest)} ms ({rest / total:.0%}). The kernel "
+        f"does the {flop / 1e9:.1f} GFLOP of the windows' two products at {flop / kernel / 1e9:.0f} GFLOP/s.",
+        f"- Hugging Face spends {hf_matmul / hf_profiled:.0%} of a profiled call in matrix products "
+        f"({ms(hf_matmul)} of {ms(hf_profiled)} ms), the same products our kernel does plus the hashing. 8x its "
+        f"time in the table is {ms(hf_time / 8)} ms; our attention kernel alone took {ms(kernel)} ms, so 8x needs "
+        "that kernel faster (it already runs the windows in cache-sized blocks) as well as the rest of the call "
+        "close to nothing.",
+    ]
+
+
+def report(lengths, times, memory, cross_at, growth, plot_name: str, breakdown_lines: list[str],
+           load: tuple[float, float]) -> str:
     ms, mib = (lambda s: f"{s * 1e3:.1f}"), (lambda b: f"{b / 2**20:.1f}")
     rows = [[n, _bucket_label(hf_buckets(n)), ms(times["ours", n]), ms(times["hf", n]), ms(times["hf1", n]),
              ms(times["sdpa", n]), f"{times['hf', n] / times['ours', n]:.2f}x",
@@ -212,7 +286,8 @@ def report(lengths, times, memory, cross_at, growth, plot_name: str) -> str:
     lines = [
         f"Machine: {describe_machine()}. Batch 1, H={HEADS}, d_h={DIM_HEAD}, {N_HASHES} hash rounds, chunk "
         f"{CHUNK} with one chunk of look-back, float32 forward without autograd. Time = best of several "
-        "interleaved calls; memory = extra peak resident set of one call in a fresh process (output included).",
+        "interleaved calls; memory = extra peak resident set of one call in a fresh process (output included). "
+        f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end, on {os.cpu_count()} cores.",
         "Each method attends on the same projected heads (the reference's projections are identities). "
         "`n_buckets` follows Hugging Face's rule, factorised above its limit, and the same buckets are given to "
         "both LSH implementations; \"HF unfactorised\" is the reference with the power of two as one factor "
@@ -240,6 +315,7 @@ def report(lengths, times, memory, cross_at, growth, plot_name: str) -> str:
         "- Hashing: one factor costs O(L · n_buckets), quadratic in L when `n_buckets` grows with L; factors "
         "`(n1, n2)` cost O(L · (n1 + n2)) = O(L · sqrt(n_buckets)), and more factors (e.g. all 2s) O(L log "
         "n_buckets). Memory stays O(L): the rotated vectors are made a block of rows at a time.",
+        *breakdown_lines,
         "",
         f"![LSH attention time and memory]({plot_name})",
     ]
@@ -261,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         _memory_child(args.memory_child[0], int(args.memory_child[1]))
         return 0
     lengths = sorted(args.lengths)
+    load_start = os.getloadavg()[0]
     times = time_all(sorted(set(CROSSOVER_LENGTHS) | set(lengths)), args.repeats)
     memory = {}
     for n in lengths:
@@ -271,7 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     cross_at = crossover(all_lengths, [times["ours", n] for n in all_lengths],
                          [times["sdpa", n] for n in all_lengths])
     growth = growth_per_doubling(lengths, [times["ours", n] for n in lengths])
-    section = report(lengths, times, memory, cross_at, growth, args.plot.name)
+    longest = lengths[-1]
+    stages, total = breakdown(longest, args.repeats)
+    breakdown_text = _breakdown_lines(longest, stages, total, times["hf", longest], hf_matmul_share(longest))
+    print("\n".join(breakdown_text), flush=True)
+    section = report(lengths, times, memory, cross_at, growth, args.plot.name, breakdown_text,
+                     (load_start, os.getloadavg()[0]))
     if args.no_doc:
         print(section)
         return 0
