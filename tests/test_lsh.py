@@ -103,6 +103,13 @@ def test_sort_then_unsort_is_identity_and_stable():
     assert (sorted_pos.diff(dim=-1)[same_bucket] > 0).all()
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 2, 50), (1, 4, 2, 8192)])
+def test_sort_by_bucket_equals_a_stable_sort_of_each_row(shape):
+    """All rows sorted as one flat sequence (PyTorch's radix sort once it is long) give each row's own order."""
+    buckets = torch.randint(0, 512, shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(sort_by_bucket(buckets), torch.sort(buckets, dim=-1, stable=True).indices)
+
+
 # 6. padding keys get zero weight
 def test_padding_keys_get_zero_weight():
     qk, v = rand_qkv(seq=300)
@@ -315,6 +322,30 @@ def test_blocking_does_not_change_output_or_gradients(monkeypatch, block_slots):
     monkeypatch.setattr(lsh, "TRAIN_BLOCK_SLOTS", block_slots)
     for got, want in zip(run(), reference, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_rounds_merged_a_few_positions_at_a_time(monkeypatch):
+    """A round's outputs return to positions and merge in pieces of ``MERGE_ROWS``: pieces that do not divide
+    the sequence give the same outputs and gradients as one piece, over several rounds and padding."""
+    from sct.models.attention import lsh
+
+    qk, v = rand_qkv(seq=200, d=8)
+    mask = torch.zeros(2, 200, dtype=torch.bool)
+    mask[0, 170:] = True
+    kwargs = dict(n_hashes=3, n_buckets=8, chunk_length=16, rotations=random_rotations(3, 8, 3, 8),
+                  key_padding_mask=mask)
+
+    def run():
+        a, b = qk.clone().requires_grad_(), v.clone().requires_grad_()
+        out = lsh_attention(a, b, **kwargs)
+        out.sin().sum().backward()
+        return out.detach(), a.grad, b.grad
+
+    monkeypatch.setattr(lsh, "MERGE_ROWS", 10**6)
+    whole = run()
+    monkeypatch.setattr(lsh, "MERGE_ROWS", 37)
+    for got, want in zip(run(), whole, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("fused", [True, False])

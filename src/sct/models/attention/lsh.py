@@ -6,8 +6,9 @@ Shared query/key ``x``, angular LSH with random rotations, ``n_hashes`` rounds, 
 log-sum-exp. See ``specs/lsh-attention.md``.
 
 The sorted sequence is processed in blocks of whole chunks within one round. Each block gathers its
-queries and its look-around keys straight from the unsorted tensors, attends, and merges its output
-into the result with an online log-sum-exp over rounds, so memory stays ``O(L)`` plus one block.
+queries and its look-around keys straight from the unsorted tensors and attends; a round's outputs
+collect in slot order, return to positions through the inverse of the sort (a gather, not a scatter)
+and merge into the result with an online log-sum-exp over rounds, so memory stays ``O(L)``.
 The backward pass recomputes each block (as flash attention does) instead of keeping the weights; it
 works in sorted (slot) order per group of rows and returns the gradients to positions through the
 inverse of the sort, so its cost does not grow with the number of blocks.
