@@ -30,6 +30,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +49,8 @@ TABLE_LENGTHS = [1024, 3136, 4096, 12544, 16384]
 # Shorter lengths, timed only to locate the crossover with dense attention.
 CROSSOVER_LENGTHS = [128, 256, 512]
 METHODS = ("ours", "hf", "hf1", "sdpa")
-LABELS = {"ours": "ours (sct)", "hf": "Hugging Face Reformer", "hf1": "Hugging Face, buckets unfactorised",
-          "sdpa": "dense SDPA"}
+LABELS = {"before": "ours, before (--before)", "ours": "ours (sct)", "hf": "Hugging Face Reformer",
+          "hf1": "Hugging Face, buckets unfactorised", "sdpa": "dense SDPA"}
 # Functions of sct.models.attention.lsh whose time the breakdown reports, in the order a call runs them.
 STAGES = {"hash_vectors": "hashing", "sort_by_bucket": "sort", "_gather_block": "gathers of the blocks' rows",
           "_attend": "attention kernel (fused CPU flash attention)", "_merge_round": "un-sort and merge of rounds"}
@@ -68,14 +69,44 @@ def _bucket_label(n_buckets: int | tuple[int, ...]) -> str:
     return f"{bucket_count(n_buckets)} = {' x '.join(map(str, n_buckets))}"
 
 
+# ``lsh_attention`` of the source tree given by ``--before``, once imported (see :func:`import_before`).
+_BEFORE: dict[str, Callable] = {}
+
+
+def import_before(ref: str, into: Path) -> None:
+    """Import ``lsh_attention`` of git ``ref`` beside this checkout's: its ``lsh.py`` and ``lsh_hashing.py``
+    (exported under ``into``), everything else they import from this checkout."""
+    import importlib.util
+
+    from training_speed import export_tree
+
+    src = export_tree(ref, into) / "sct" / "models" / "attention"
+
+    def load(name: str, path: Path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    hashing = "sct.models.attention.lsh_hashing"
+    current = sys.modules[hashing]
+    try:
+        if (src / "lsh_hashing.py").exists():
+            load(hashing, src / "lsh_hashing.py")  # bound into the old lsh.py by its own imports
+        _BEFORE["lsh_attention"] = load("lsh_before", src / "lsh.py").lsh_attention
+    finally:
+        sys.modules[hashing] = current
+
+
 def make_case(method: str, seq_len: int) -> Callable[[], torch.Tensor]:
     """A no-argument callable running ``method`` once on fresh inputs ``(1, H, L, d_h)``."""
     x = torch.randn(1, HEADS, seq_len, DIM_HEAD, generator=torch.Generator().manual_seed(seq_len))
     n_buckets = default_n_buckets(seq_len, CHUNK) if method == "hf1" else hf_buckets(seq_len)
-    if method == "ours":
+    if method in ("ours", "before"):
+        attention = lsh_attention if method == "ours" else _BEFORE["lsh_attention"]
         rotations = random_rotations(HEADS, DIM_HEAD, N_HASHES, n_buckets, torch.Generator().manual_seed(0))
-        return lambda: lsh_attention(x, x, n_hashes=N_HASHES, n_buckets=n_buckets, chunk_length=CHUNK,
-                                     rotations=rotations)
+        return lambda: attention(x, x, n_hashes=N_HASHES, n_buckets=n_buckets, chunk_length=CHUNK,
+                                 rotations=rotations)
     if method in ("hf", "hf1"):
         layer = _hf_layer(n_buckets if isinstance(n_buckets, int) else list(n_buckets))
         hidden = x.transpose(1, 2).reshape(1, seq_len, HEADS * DIM_HEAD)
@@ -103,22 +134,22 @@ def _hf_layer(n_buckets: int | list[int]) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def time_all(lengths: list[int], repeats: int) -> dict[tuple[str, int], float]:
+def time_all(lengths: list[int], repeats: int, methods: tuple[str, ...]) -> dict[tuple[str, int], float]:
     """Best-of-``repeats`` seconds per (method, L); methods interleaved per repeat."""
     times = {}
     for seq_len in lengths:
-        cases = {m: make_case(m, seq_len) for m in METHODS}
+        cases = {m: make_case(m, seq_len) for m in methods}
         for fn in cases.values():
             fn()  # warm-up
-        best = dict.fromkeys(METHODS, math.inf)
+        best = dict.fromkeys(methods, math.inf)
         for _ in range(repeats):
             for method, fn in cases.items():
                 start = time.perf_counter()
                 fn()
                 best[method] = min(best[method], time.perf_counter() - start)
-        for method in METHODS:
+        for method in methods:
             times[method, seq_len] = best[method]
-        print(f"L={seq_len:6d}  " + "  ".join(f"{m} {best[m] * 1e3:9.1f} ms" for m in METHODS), flush=True)
+        print(f"L={seq_len:6d}  " + "  ".join(f"{m} {best[m] * 1e3:9.1f} ms" for m in methods), flush=True)
     return times
 
 
@@ -228,8 +259,10 @@ def plot(lengths, times, memory, crossover_lengths, path: Path) -> None:
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
     all_lengths = sorted(set(lengths) | set(crossover_lengths))
+    for method in LABELS:
+        if (method, all_lengths[0]) in times:
+            ax_t.plot(all_lengths, [times[method, n] * 1e3 for n in all_lengths], "o-", label=LABELS[method])
     for method in METHODS:
-        ax_t.plot(all_lengths, [times[method, n] * 1e3 for n in all_lengths], "o-", label=LABELS[method])
         ax_m.plot(lengths, [memory[method, n] / 2**20 for n in lengths], "o-", label=LABELS[method])
     for ax, ylabel in ((ax_t, "forward time (ms)"), (ax_m, "extra peak memory (MiB)")):
         ax.set_xscale("log", base=2)
@@ -269,8 +302,18 @@ def _breakdown_lines(seq_len: int, stages: dict[str, float], total: float, hf_ti
     ]
 
 
+def _before_lines(lengths: list[int], times: dict[tuple[str, int], float], ref: str) -> list[str]:
+    """Before (git ``ref``'s code) and after, from the same interleaved run."""
+    rows = [[n, f"{times['before', n] * 1e3:.1f}", f"{times['ours', n] * 1e3:.1f}",
+             f"{times['before', n] / times['ours', n]:.2f}x", f"{times['hf', n] / times['before', n]:.2f}x",
+             f"{times['hf', n] / times['ours', n]:.2f}x"] for n in lengths]
+    return ["", f"Before and after, timed in the same run: `--before {ref}` imports that commit's `lsh.py` and "
+            "`lsh_hashing.py` into this process and interleaves their calls with the others.", "",
+            markdown_table(["L", "before ms", "ours ms", "speed-up", "HF / before", "HF / ours"], rows)]
+
+
 def report(lengths, times, memory, cross_at, growth, plot_name: str, breakdown_lines: list[str],
-           load: tuple[float, float]) -> str:
+           load: tuple[float, float], before_ref: str | None = None) -> str:
     ms, mib = (lambda s: f"{s * 1e3:.1f}"), (lambda b: f"{b / 2**20:.1f}")
     rows = [[n, _bucket_label(hf_buckets(n)), ms(times["ours", n]), ms(times["hf", n]), ms(times["hf1", n]),
              ms(times["sdpa", n]), f"{times['hf', n] / times['ours', n]:.2f}x",
@@ -293,7 +336,8 @@ def report(lengths, times, memory, cross_at, growth, plot_name: str, breakdown_l
         "both LSH implementations; \"HF unfactorised\" is the reference with the power of two as one factor "
         "(what this table compared against before the factorised hashing).",
         f"Reproduce: `.venv/bin/python benchmarks/lsh.py --threads {torch.get_num_threads()}"
-        + ("" if lengths == TABLE_LENGTHS else f" --lengths {' '.join(map(str, lengths))}") + "`."
+        + ("" if lengths == TABLE_LENGTHS else f" --lengths {' '.join(map(str, lengths))}")
+        + ("" if before_ref is None else f" --before {before_ref}") + "`."
         + (" One torch thread because the two cores were shared with other jobs during the run: with two threads "
            "on a busy machine every OpenMP region waits for a time slice, which distorts code made of many small "
            "operations (ours, block by block) far more than a few large ones." if torch.get_num_threads() == 1
@@ -316,6 +360,7 @@ def report(lengths, times, memory, cross_at, growth, plot_name: str, breakdown_l
         "`(n1, n2)` cost O(L · (n1 + n2)) = O(L · sqrt(n_buckets)), and more factors (e.g. all 2s) O(L log "
         "n_buckets). Memory stays O(L): the rotated vectors are made a block of rows at a time.",
         *breakdown_lines,
+        *([] if before_ref is None else _before_lines(lengths, times, before_ref)),
         "",
         f"![LSH attention time and memory]({plot_name})",
     ]
@@ -330,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "lsh_attention.png")
     parser.add_argument("--no-doc", action="store_true", help="print the section instead of writing docs/")
+    parser.add_argument("--before", metavar="REF", help="also time the LSH attention of git REF (imported into "
+                        "this process, calls interleaved with the others') for a before/after table")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "L"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -338,7 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lengths = sorted(args.lengths)
     load_start = os.getloadavg()[0]
-    times = time_all(sorted(set(CROSSOVER_LENGTHS) | set(lengths)), args.repeats)
+    methods = METHODS
+    if args.before:
+        with tempfile.TemporaryDirectory() as tmp:
+            import_before(args.before, Path(tmp))
+        methods = ("before", *METHODS)
+    times = time_all(sorted(set(CROSSOVER_LENGTHS) | set(lengths)), args.repeats, methods)
     memory = {}
     for n in lengths:
         for method in METHODS:
@@ -353,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     breakdown_text = _breakdown_lines(longest, stages, total, times["hf", longest], hf_matmul_share(longest))
     print("\n".join(breakdown_text), flush=True)
     section = report(lengths, times, memory, cross_at, growth, args.plot.name, breakdown_text,
-                     (load_start, os.getloadavg()[0]))
+                     (load_start, os.getloadavg()[0]), args.before)
     if args.no_doc:
         print(section)
         return 0
