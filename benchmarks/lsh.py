@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sct.analysis.hardware import describe_machine
+from sct.analysis.hardware import describe_machine, matmul_gflops
 from sct.analysis.report import markdown_table, update_doc_section
 from sct.models.attention.lsh import bucket_count, default_n_buckets, factorised, lsh_attention, random_rotations
 
@@ -280,7 +280,7 @@ def plot(lengths, times, memory, crossover_lengths, path: Path) -> None:
 
 
 def _breakdown_lines(seq_len: int, stages: dict[str, float], total: float, hf_time: float,
-                     hf_profile: tuple[float, float]) -> list[str]:
+                     hf_profile: tuple[float, float], matmul_rate: float) -> list[str]:
     """Where ours spends its time at ``seq_len`` against the reference's matrix products."""
     def ms(seconds: float) -> str:
         return f"{seconds * 1e3:.1f}"
@@ -293,7 +293,9 @@ def _breakdown_lines(seq_len: int, stages: dict[str, float], total: float, hf_ti
     return [
         f"- Where ours spends its time at L={seq_len} (mean of timed calls after the table, {ms(total)} ms per call): "
         + "; ".join(parts) + f"; the rest (slot bookkeeping, Python) {ms(rest)} ms ({rest / total:.0%}). The kernel "
-        f"does the {flop / 1e9:.1f} GFLOP of the windows' two products at {flop / kernel / 1e9:.0f} GFLOP/s.",
+        f"does the {flop / 1e9:.1f} GFLOP of the windows' two products at {flop / kernel / 1e9:.0f} GFLOP/s, "
+        f"{flop / kernel / 1e9 / matmul_rate:.0%} of a 2048 x 2048 matmul's rate in this run ({matmul_rate:.0f} "
+        f"GFLOP/s, one thread): at that rate the products alone would take {ms(flop / matmul_rate / 1e9)} ms.",
         f"- Hugging Face spends {hf_matmul / hf_profiled:.0%} of a profiled call in matrix products "
         f"({ms(hf_matmul)} of {ms(hf_profiled)} ms), the same products our kernel does plus the hashing. 8x its "
         f"time in the table is {ms(hf_time / 8)} ms; our attention kernel alone took {ms(kernel)} ms, so 8x needs "
@@ -402,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     growth = growth_per_doubling(lengths, [times["ours", n] for n in lengths])
     longest = lengths[-1]
     stages, total = breakdown(longest, args.repeats)
-    breakdown_text = _breakdown_lines(longest, stages, total, times["hf", longest], hf_matmul_share(longest))
+    breakdown_text = _breakdown_lines(longest, stages, total, times["hf", longest], hf_matmul_share(longest),
+                                      matmul_gflops())
     print("\n".join(breakdown_text), flush=True)
     section = report(lengths, times, memory, cross_at, growth, args.plot.name, breakdown_text,
                      (load_start, os.getloadavg()[0]), args.before)
