@@ -135,6 +135,8 @@ def export_tree(ref: str, into: Path) -> Path:
 
 def run_job(src: Path, job: dict, timeout: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(job["threads"])}
+    if job.get("mmap_threshold"):
+        env["MALLOC_MMAP_THRESHOLD_"] = str(job["mmap_threshold"])
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], env=env, capture_output=True,
                           text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
@@ -162,7 +164,8 @@ def measure(trees: dict[str, Path], jobs: dict[str, dict], rounds: int, timeout:
 
 def _job(model: str, args, **extra) -> dict:
     return {"model": model, "frames": args.frames, "size": args.size, "threads": args.threads,
-            "repeats": args.repeats, "checkpointing": False, "batch": args.batch, **extra}
+            "repeats": args.repeats, "checkpointing": False, "batch": args.batch,
+            "mmap_threshold": args.malloc_mmap_threshold, **extra}
 
 
 def _rate(result: dict, flops: float) -> str:
@@ -205,7 +208,7 @@ def checkpointing_protocol(args, trees) -> tuple[str, dict]:
     """``--models`` measures some models and keeps the other rows of the last run (from the JSON beside the
     doc, when it is of the same clip), so a long table can be made in several locked runs."""
     models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
-    saved = Path(args.doc).with_name("training_checkpointing.json")
+    saved = Path(args.doc).with_name(f"{doc_key(args)}.json")
     clip = f"{args.frames}x{args.size}"
     previous = json.loads(saved.read_text()) if saved.exists() and not args.no_doc else {}
     rows = previous.get("rows", {}) if previous.get("clip") == clip else {}
@@ -313,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=14, help="profile protocol: operators listed per table")
     parser.add_argument("--models", default=None, help="checkpointing protocol: comma-separated models")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
+                        help="run the workers with glibc's MALLOC_MMAP_THRESHOLD_ fixed at BYTES (its own doc section)")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
@@ -326,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         text, best = protocol(args, trees)
     command = f"python benchmarks/training_speed.py --protocol {args.protocol} --threads {args.threads}"
     command += f" --batch {args.batch}" if args.batch != 1 else ""
+    command += f" --malloc-mmap-threshold {args.malloc_mmap_threshold}" if args.malloc_mmap_threshold else ""
     head = (f"`{command}` on {describe_machine()} ({args.threads} thread(s) per process); fp32, batch "
             f"{args.batch}, clip {args.frames}x{args.size}x{args.size}; "
             f"best of {args.rounds} rounds x {args.repeats} step(s) after a warm-up; 'before' = commit "
@@ -333,10 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     text = head + "\n\n" + text
     print(text)
     if not args.no_doc:
-        key = f"training_{args.protocol}" + (f"_b{args.batch}" if args.batch != 1 else "")
+        key = doc_key(args)
         update_doc_section(args.doc, key, text, title=TITLES[args.protocol])
         Path(args.doc).with_name(f"{key}.json").write_text(json.dumps(best, indent=2))
     return 0
+
+
+def doc_key(args) -> str:
+    """The doc section (and JSON file) of a run: protocol, batch, allocator setting."""
+    return (f"training_{args.protocol}" + (f"_b{args.batch}" if args.batch != 1 else "")
+            + ("_mmap" if args.malloc_mmap_threshold else ""))
 
 
 TITLES = {"steps": "Training steps: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",

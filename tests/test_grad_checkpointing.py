@@ -9,7 +9,7 @@ import torch
 
 import sct
 from engine_support import synthetic_set, tiny_config
-from memory_support import PeakTensorBytes
+from sct.analysis.tensor_memory import TensorMemory
 from sct.engine.train import train
 from sct.errors import ConfigError
 from sct.models import blocks, checkpointing
@@ -159,7 +159,7 @@ def test_recomputed_mlp_replays_autocast_and_skips_frozen_weights():
 
 def _peak_backward(layer: torch.nn.Module, x: torch.Tensor) -> int:
     out = layer(x)
-    with PeakTensorBytes() as memory:
+    with TensorMemory() as memory:
         out.backward(torch.ones_like(out))
     return memory.peak
 
