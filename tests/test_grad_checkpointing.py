@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sct
 from engine_support import synthetic_set, tiny_config
@@ -176,3 +177,42 @@ def test_a_checkpointed_layer_recomputes_without_holding_its_hidden_activations(
     peak_whole = _peak_backward(layer, x)
     hidden = 4096 * 64 * 4
     assert peak_whole - peak > 1.5 * hidden, (peak, peak_whole)
+
+
+class _GeluCalls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func is torch.ops.aten.gelu.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_replay_of_a_checkpointed_layer_skips_its_mlp():
+    """GELU runs in the forward pass and once more for the gradients, not a third time in the layer's replay."""
+    torch.manual_seed(0)
+    layer = TransformerLayer(16, MultiHeadAttention(16, 2), 64, drop_path=0.5).train()
+    layer.grad_checkpointing = True
+    x = torch.randn(8, 16, 16, requires_grad=True)
+    with _GeluCalls() as gelu:
+        torch.manual_seed(1)
+        layer(x).sum().backward()
+    assert gelu.calls == 2
+    grad = x.grad
+    layer.grad_checkpointing, x.grad = False, None
+    torch.manual_seed(1)
+    layer(x).sum().backward()
+    torch.testing.assert_close(grad, x.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpointing_under_bf16_autocast_keeps_loss_and_gradients():
+    results = []
+    for flag in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, grads, _ = _step(_build("sct_tiny", flag))
+        results.append((loss, grads))
+    (loss, grads), (loss_c, grads_c) = results
+    assert torch.equal(loss, loss_c)
+    for key in grads:
+        torch.testing.assert_close(grads_c[key], grads[key], rtol=1e-2, atol=1e-4, msg=key)

@@ -1,10 +1,12 @@
 """Activation (gradient) checkpointing: keep each transformer layer's input, recompute the rest in backward.
 
-During the backward pass one layer at a time is recomputed in full, and the largest part of that layer is its
+During the backward pass one layer at a time is recomputed, and the largest part of that layer would be its
 MLP's hidden activations (4x the width, before and after GELU) with their gradients. A checkpointed layer
 therefore runs its MLP through :func:`recomputed_mlp`, which keeps only the MLP's input and recomputes the
-hidden activations a block of rows at a time in the backward pass, so the layer being recomputed never holds
-them whole: one more ``fc1`` + GELU per layer in time, the hidden activations' memory down to one block.
+hidden activations a block of rows at a time while its gradients are taken, so the layer being recomputed
+never holds them whole. The layer's replay then needs nothing from its MLP but that input (the MLP is the
+layer's last step, and the replay's outputs are discarded), so the replay skips the MLP: recomputation costs
+the attention half of each layer plus one ``fc1`` and GELU, less than a whole forward pass.
 
 Every model family builds its transformer layers from ``blocks.TransformerLayer``, which carries a
 ``grad_checkpointing`` flag; :func:`set_grad_checkpointing` sets it on all of them. A checkpointed layer
@@ -78,8 +80,10 @@ class _RecomputedMlp(torch.autograd.Function):
     def forward(ctx, x, w1, b1, w2, b2, approximate: str):
         ctx.save_for_backward(x, w1, b1, w2, b2)
         ctx.approximate = approximate
-        ctx.autocast = (x.device.type, torch.is_autocast_enabled(x.device.type),
-                        torch.get_autocast_dtype(x.device.type))
+        device, enabled = x.device.type, torch.is_autocast_enabled(x.device.type)
+        ctx.autocast = (device, enabled, torch.get_autocast_dtype(device))
+        if recomputing():  # a checkpointed layer's replay keeps what is saved above and discards the output
+            return x.new_zeros(x.shape[0], w2.shape[0], dtype=ctx.autocast[2] if enabled else x.dtype)
         return torch.cat([F.linear(F.gelu(F.linear(rows, w1, b1), approximate=approximate), w2, b2)
                           for rows in x.split(_block_rows(w1))])
 
@@ -111,7 +115,9 @@ def _block_rows(w1: torch.Tensor) -> int:
 def recomputed_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``mlp(x)`` for ``x`` ``(..., C)`` keeping only ``x`` for backward (see the module's docstring).
 
-    ``mlp`` is a ``blocks.Mlp`` with GELU and no dropout (dropout's masks would have to be replayed too)."""
+    ``mlp`` is a ``blocks.Mlp`` with GELU and no dropout (dropout's masks would have to be replayed too). Inside
+    a replay (:func:`recomputing`) the output is zeros of its shape: only for a checkpointed function in which
+    nothing that autograd keeps is computed from the MLP's output, as in ``blocks.TransformerLayer``."""
     out = _RecomputedMlp.apply(x.reshape(-1, x.shape[-1]), mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight,
                                mlp.fc2.bias, mlp.act.approximate)
     return out.view(*x.shape[:-1], out.shape[-1])
