@@ -4,10 +4,10 @@ One training step (forward, cross-entropy, backward; batch 1) with ``grad_checkp
 ``sct.analysis.tensor_memory.TensorMemory``: the most tensor bytes made during the step held at once, and
 who made them at that moment: the module whose forward pass ran (a checkpointed layer's replay included),
 or "after M" for backward kernels that run after module M was last entered; the parameters' gradients are
-shown as such. Parameters, the clip and AdamW's state are made before the step and not counted. Tensor
-bytes leave the allocator out: ``training_speed.py --protocol checkpointing`` measures the process's peak.
-Memory does not depend on the machine's load, so this needs no measurement lock; it takes minutes (every
-operator is followed).
+shown as such. Tensors under 1 MiB are not followed. Parameters, the clip and AdamW's state are made before
+the step and not counted. Tensor bytes leave the allocator out: ``training_speed.py --protocol
+checkpointing`` measures the process's peak. Memory does not depend on the machine's load, so this needs
+no measurement lock; it takes minutes (every operator is followed).
 
     .venv/bin/python benchmarks/checkpointing_memory.py --models sct_l    # writes docs/benchmarks.md
 """

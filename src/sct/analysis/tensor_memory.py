@@ -18,9 +18,10 @@ from torch.utils._pytree import tree_leaves
 
 
 class TensorMemory(TorchDispatchMode):
-    """``peak``: the most bytes held at once, after any operator, by storages made inside the block;
-    :meth:`breakdown`: those bytes by maker at that moment. ``names`` maps modules to the names shown
-    (``dict(model.named_modules())`` inverted); unnamed modules show their class. Storages are followed
+    """``peak``: the most bytes held at once, after any operator, by the storages of ``min_bytes`` or more made
+    inside the block (smaller ones are not followed: checking every live storage after every operator is what
+    this costs); :meth:`breakdown`: those bytes by maker at that moment. ``names`` maps modules to the names
+    shown (``dict(model.named_modules())`` inverted); unnamed modules show their class. Storages are followed
     through weak references, so a tensor kept only by autograd's graph counts until autograd frees it."""
 
     def __init__(self, names: dict[torch.nn.Module, str] | None = None, min_bytes: int = 1 << 20):
@@ -58,8 +59,10 @@ class TensorMemory(TorchDispatchMode):
                 del self._live[key]
         where = self._modules[-1] if self._modules else f"after {self._last_module or 'nothing'}"
         for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in self._live:
-                storage = tensor.untyped_storage()
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            if storage.nbytes() >= self.min_bytes and storage.data_ptr() not in self._live:
                 self._live[storage.data_ptr()] = (storage._weak_ref(), storage.nbytes(),
                                                   f"{where}: {func.overloadpacket.__name__}")
         total = sum(size for _, size, _ in self._live.values())
@@ -74,11 +77,10 @@ class TensorMemory(TorchDispatchMode):
         return self.breakdown()
 
     def breakdown(self, rename: dict[int, str] | None = None) -> Counter:
-        """Bytes held at the peak by ``"module: operator"``; storages under ``min_bytes`` are summed as
-        ``"smaller tensors"``, and those whose data pointer is in ``rename`` (e.g. the parameters' gradients,
-        which outlive the block) under the name given there."""
+        """Bytes held at the peak by ``"module: operator"``; storages whose data pointer is in ``rename`` (e.g.
+        the parameters' gradients, which outlive the block) under the name given there."""
         rename = rename or {}
         held = Counter()
         for key, (size, label) in self._at_peak.items():
-            held[rename.get(key, label if size >= self.min_bytes else "smaller tensors")] += size
+            held[rename.get(key, label)] += size
         return held
