@@ -106,3 +106,14 @@ def test_demo_recipe_loads_with_its_synthetic_section(tmp_path):
     assert cfg.data.root == str(tmp_path / "demo" / "data")
     assert synthetic["num_frames"] == cfg.data.num_frames * cfg.data.sampling_rate, "a clip spans the video"
     assert synthetic["size"] == cfg.data.crop_size and cfg.data.flip is False
+
+
+@pytest.mark.parametrize("name", [f"in{kind}_sct_{size}" for kind in ("1k", "21k") for size in "sml"])
+def test_image_recipes_load_and_name_their_model(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    size = name[-1]
+    assert cfg.model.name == f"sct_{size}_image" and cfg.output_dir == f"runs/{name}"
+    assert cfg.data.format == ("imagefolder" if name.startswith("in1k") else "shards")
+    assert cfg.train.batch_size % (cfg.train.micro_batch_size or cfg.train.batch_size) == 0
+    if name.startswith("in1k"):
+        assert (cfg.train.mixup, cfg.train.cutmix, cfg.data.randaugment) == (0.8, 1.0, (2, 9))
