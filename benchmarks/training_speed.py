@@ -17,6 +17,9 @@ TimeSformer).
 resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before the first step) over the
 resident set once the model and the clip are built: activations, gradients and AdamW's state.
 
+``--protocol checkpointing_time``: the time alone, each model in one process whose steps alternate without
+and with checkpointing (``--rounds`` each after a warm-up of each), so both meet the same load.
+
 ``--protocol profile``: where SCT-S's time goes in a training step and in inference (this checkout only;
 ``torch.profiler``, self time per operator).
 
@@ -61,6 +64,8 @@ def _worker(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
+    if job.get("interleaved"):
+        return _interleaved(job)
     step = _lsh_step(job) if job["model"] == "lsh" else _model_step(job)
     baseline = memory_now("cpu")
     times = []
@@ -100,7 +105,28 @@ def _model_step(job: dict):
         torch.nn.functional.cross_entropy(model(clip), label).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    step.model = model
     return step
+
+
+def _interleaved(job: dict) -> dict:
+    """Training steps of one model alternating without and with checkpointing, in this one process: the
+    step times per variant, after a warm-up step of each."""
+    import torch
+
+    from sct.models.checkpointing import set_grad_checkpointing
+
+    step = _model_step(job)
+    model = step.model
+    times = {"plain": [], "ckpt": []}
+    for r in range(job["rounds"] + 1):
+        for variant in times:
+            set_grad_checkpointing(model, variant == "ckpt")
+            start = time.perf_counter()
+            step()
+            if r:
+                times[variant].append(time.perf_counter() - start)
+    return {"times_s": times, "threads": torch.get_num_threads()}
 
 
 def _lsh_step(job: dict, lsh_attention=None):
@@ -229,6 +255,25 @@ def checkpointing_protocol(args, trees) -> tuple[str, dict]:
     return text, {"clip": clip, "rows": rows}
 
 
+def checkpointing_time_protocol(args, trees) -> tuple[str, dict]:
+    """Each model in one process, steps without and with checkpointing alternating (``--rounds`` each after a
+    warm-up of each), so both meet the same load; the ratio of the best steps, and each round's ratio."""
+    models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
+    results, rows = {}, []
+    for m in models:
+        load = os.getloadavg()[0]
+        job = _job(m, args, count_macs=False, interleaved=True, rounds=args.rounds)
+        times = run_job(trees["after"], job, args.timeout)["times_s"]
+        results[m] = {"times_s": times, "load": load}
+        ratios = ", ".join(f"{c / p:.2f}x" for p, c in zip(times["plain"], times["ckpt"]))
+        rows.append([m, f"{min(times['plain']):.1f}", f"{min(times['ckpt']):.1f}",
+                     f"{min(times['ckpt']) / min(times['plain']):.2f}x", ratios, f"{load:.1f}"])
+        print(f"{m}: {times}", file=sys.stderr, flush=True)
+    text = markdown_table(["model", "step s", "step s, checkpointing", "time (best / best)", "each round",
+                           "load at start"], rows)
+    return text, results
+
+
 def lsh_protocol(args, trees) -> tuple[str, dict]:
     """Both trees' ``lsh.py`` imported into this process and called alternately: on a busy machine, calls
     interleaved within one process see the same load far more closely than separate processes do."""
@@ -300,7 +345,8 @@ def profile_protocol(args, trees) -> tuple[str, dict]:
 
 
 PROTOCOLS = {"steps": (steps_protocol, 8), "inference": (inference_protocol, 8),
-             "checkpointing": (checkpointing_protocol, 24), "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8)}
+             "checkpointing": (checkpointing_protocol, 24), "checkpointing_time": (checkpointing_time_protocol, 24),
+             "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,6 +400,7 @@ def doc_key(args) -> str:
 TITLES = {"steps": "Training steps: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
           "inference": "Inference: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
           "checkpointing": "Gradient checkpointing: peak memory and time of a training step at 24x224",
+          "checkpointing_time": "Gradient checkpointing: time of a training step at 24x224, in one process",
           "lsh": "Image LSH attention, forward + backward, before and after",
           "profile": "Where SCT-S's time goes"}
 
