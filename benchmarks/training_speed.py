@@ -230,14 +230,20 @@ def inference_protocol(args, trees) -> tuple[str, dict]:
     return steps_protocol(args, trees, inference=True)
 
 
-def checkpointing_protocol(args, trees) -> tuple[str, dict]:
-    """``--models`` measures some models and keeps the other rows of the last run (from the JSON beside the
-    doc, when it is of the same clip), so a long table can be made in several locked runs."""
+def _models_and_kept_rows(args) -> tuple[list[str], str, dict]:
+    """``--models`` (default SCT-S/M/L), the clip, and the rows of the last run of this protocol (from the JSON
+    beside the doc, when it is of the same clip) for the models not measured now."""
     models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
     saved = Path(args.doc).with_name(f"{doc_key(args)}.json")
     clip = f"{args.frames}x{args.size}"
     previous = json.loads(saved.read_text()) if saved.exists() and not args.no_doc else {}
-    rows = previous.get("rows", {}) if previous.get("clip") == clip else {}
+    return models, clip, previous.get("rows", {}) if previous.get("clip") == clip else {}
+
+
+def checkpointing_protocol(args, trees) -> tuple[str, dict]:
+    """``--models`` measures some models and keeps the other rows of the last run (from the JSON beside the
+    doc, when it is of the same clip), so a long table can be made in several locked runs."""
+    models, clip, rows = _models_and_kept_rows(args)
     for m in models:
         load = os.getloadavg()[0]
         jobs = {m: _job(m, args, count_macs=False), m + " +ckpt": _job(m, args, checkpointing=True, count_macs=False)}
@@ -258,20 +264,23 @@ def checkpointing_protocol(args, trees) -> tuple[str, dict]:
 def checkpointing_time_protocol(args, trees) -> tuple[str, dict]:
     """Each model in one process, steps without and with checkpointing alternating (``--rounds`` each after a
     warm-up of each), so both meet the same load; the ratio of the best steps, and each round's ratio."""
-    models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
-    results, rows = {}, []
+    models, clip, results = _models_and_kept_rows(args)
     for m in models:
         load = os.getloadavg()[0]
         job = _job(m, args, count_macs=False, interleaved=True, rounds=args.rounds)
         times = run_job(trees["after"], job, args.timeout)["times_s"]
-        results[m] = {"times_s": times, "load": load}
+        results[m] = {"times_s": times, "load": load, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        print(f"{m}: {times}", file=sys.stderr, flush=True)
+    rows = []
+    for m, result in sorted(results.items()):
+        times = result["times_s"]
         ratios = ", ".join(f"{c / p:.2f}x" for p, c in zip(times["plain"], times["ckpt"]))
         rows.append([m, f"{min(times['plain']):.1f}", f"{min(times['ckpt']):.1f}",
-                     f"{min(times['ckpt']) / min(times['plain']):.2f}x", ratios, f"{load:.1f}"])
-        print(f"{m}: {times}", file=sys.stderr, flush=True)
+                     f"{min(times['ckpt']) / min(times['plain']):.2f}x", ratios, f"{result['load']:.1f}",
+                     result["date"]])
     text = markdown_table(["model", "step s", "step s, checkpointing", "time (best / best)", "each round",
-                           "load at start"], rows)
-    return text, results
+                           "load at start", "measured"], rows)
+    return text, {"clip": clip, "rows": results}
 
 
 def lsh_protocol(args, trees) -> tuple[str, dict]:
