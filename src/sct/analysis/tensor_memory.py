@@ -58,11 +58,14 @@ class TensorMemory(TorchDispatchMode):
                 torch.UntypedStorage._free_weak_ref(ref)
                 del self._live[key]
         where = self._modules[-1] if self._modules else f"after {self._last_module or 'nothing'}"
+        # A view of an input (a weight's transpose, a slice) is no new memory, even when the input is not followed.
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for tensor in tree_leaves(out):
             if not isinstance(tensor, torch.Tensor):
                 continue
             storage = tensor.untyped_storage()
-            if storage.nbytes() >= self.min_bytes and storage.data_ptr() not in self._live:
+            key = storage.data_ptr()
+            if storage.nbytes() >= self.min_bytes and key not in self._live and key not in inputs:
                 self._live[storage.data_ptr()] = (storage._weak_ref(), storage.nbytes(),
                                                   f"{where}: {func.overloadpacket.__name__}")
         total = sum(size for _, size, _ in self._live.values())
