@@ -17,6 +17,9 @@ TimeSformer).
 resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before the first step) over the
 resident set once the model and the clip are built: activations, gradients and AdamW's state.
 
+``--protocol checkpointing_time``: the time alone, each model in one process whose steps alternate without
+and with checkpointing (``--rounds`` each after a warm-up of each), so both meet the same load.
+
 ``--protocol profile``: where SCT-S's time goes in a training step and in inference (this checkout only;
 ``torch.profiler``, self time per operator).
 
@@ -61,6 +64,8 @@ def _worker(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
+    if job.get("interleaved"):
+        return _interleaved(job)
     step = _lsh_step(job) if job["model"] == "lsh" else _model_step(job)
     baseline = memory_now("cpu")
     times = []
@@ -100,7 +105,28 @@ def _model_step(job: dict):
         torch.nn.functional.cross_entropy(model(clip), label).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    step.model = model
     return step
+
+
+def _interleaved(job: dict) -> dict:
+    """Training steps of one model alternating without and with checkpointing, in this one process: the
+    step times per variant, after a warm-up step of each."""
+    import torch
+
+    from sct.models.checkpointing import set_grad_checkpointing
+
+    step = _model_step(job)
+    model = step.model
+    times = {"plain": [], "ckpt": []}
+    for r in range(job["rounds"] + 1):
+        for variant in times:
+            set_grad_checkpointing(model, variant == "ckpt")
+            start = time.perf_counter()
+            step()
+            if r:
+                times[variant].append(time.perf_counter() - start)
+    return {"times_s": times, "threads": torch.get_num_threads()}
 
 
 def _lsh_step(job: dict, lsh_attention=None):
@@ -135,6 +161,8 @@ def export_tree(ref: str, into: Path) -> Path:
 
 def run_job(src: Path, job: dict, timeout: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(job["threads"])}
+    if job.get("mmap_threshold"):
+        env["MALLOC_MMAP_THRESHOLD_"] = str(job["mmap_threshold"])
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], env=env, capture_output=True,
                           text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
@@ -162,7 +190,8 @@ def measure(trees: dict[str, Path], jobs: dict[str, dict], rounds: int, timeout:
 
 def _job(model: str, args, **extra) -> dict:
     return {"model": model, "frames": args.frames, "size": args.size, "threads": args.threads,
-            "repeats": args.repeats, "checkpointing": False, "batch": args.batch, **extra}
+            "repeats": args.repeats, "checkpointing": False, "batch": args.batch,
+            "mmap_threshold": args.malloc_mmap_threshold, **extra}
 
 
 def _rate(result: dict, flops: float) -> str:
@@ -201,14 +230,20 @@ def inference_protocol(args, trees) -> tuple[str, dict]:
     return steps_protocol(args, trees, inference=True)
 
 
+def _models_and_kept_rows(args) -> tuple[list[str], str, dict]:
+    """``--models`` (default SCT-S/M/L), the clip, and the rows of the last run of this protocol (from the JSON
+    beside the doc, when it is of the same clip) for the models not measured now."""
+    models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
+    saved = Path(args.doc).with_name(f"{doc_key(args)}.json")
+    clip = f"{args.frames}x{args.size}"
+    previous = json.loads(saved.read_text()) if saved.exists() and not args.no_doc else {}
+    return models, clip, previous.get("rows", {}) if previous.get("clip") == clip else {}
+
+
 def checkpointing_protocol(args, trees) -> tuple[str, dict]:
     """``--models`` measures some models and keeps the other rows of the last run (from the JSON beside the
     doc, when it is of the same clip), so a long table can be made in several locked runs."""
-    models = args.models.split(",") if args.models else ["sct_s", "sct_m", "sct_l"]
-    saved = Path(args.doc).with_name("training_checkpointing.json")
-    clip = f"{args.frames}x{args.size}"
-    previous = json.loads(saved.read_text()) if saved.exists() and not args.no_doc else {}
-    rows = previous.get("rows", {}) if previous.get("clip") == clip else {}
+    models, clip, rows = _models_and_kept_rows(args)
     for m in models:
         load = os.getloadavg()[0]
         jobs = {m: _job(m, args, count_macs=False), m + " +ckpt": _job(m, args, checkpointing=True, count_macs=False)}
@@ -224,6 +259,28 @@ def checkpointing_protocol(args, trees) -> tuple[str, dict]:
     text = markdown_table(["model", "step s", "step s, checkpointing", "time", "peak MiB", "peak MiB, checkpointing",
                            "memory", "load at start", "measured"], table)
     return text, {"clip": clip, "rows": rows}
+
+
+def checkpointing_time_protocol(args, trees) -> tuple[str, dict]:
+    """Each model in one process, steps without and with checkpointing alternating (``--rounds`` each after a
+    warm-up of each), so both meet the same load; the ratio of the best steps, and each round's ratio."""
+    models, clip, results = _models_and_kept_rows(args)
+    for m in models:
+        load = os.getloadavg()[0]
+        job = _job(m, args, count_macs=False, interleaved=True, rounds=args.rounds)
+        times = run_job(trees["after"], job, args.timeout)["times_s"]
+        results[m] = {"times_s": times, "load": load, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        print(f"{m}: {times}", file=sys.stderr, flush=True)
+    rows = []
+    for m, result in sorted(results.items()):
+        times = result["times_s"]
+        ratios = ", ".join(f"{c / p:.2f}x" for p, c in zip(times["plain"], times["ckpt"]))
+        rows.append([m, f"{min(times['plain']):.1f}", f"{min(times['ckpt']):.1f}",
+                     f"{min(times['ckpt']) / min(times['plain']):.2f}x", ratios, f"{result['load']:.1f}",
+                     result["date"]])
+    text = markdown_table(["model", "step s", "step s, checkpointing", "time (best / best)", "each round",
+                           "load at start", "measured"], rows)
+    return text, {"clip": clip, "rows": results}
 
 
 def lsh_protocol(args, trees) -> tuple[str, dict]:
@@ -297,7 +354,8 @@ def profile_protocol(args, trees) -> tuple[str, dict]:
 
 
 PROTOCOLS = {"steps": (steps_protocol, 8), "inference": (inference_protocol, 8),
-             "checkpointing": (checkpointing_protocol, 24), "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8)}
+             "checkpointing": (checkpointing_protocol, 24), "checkpointing_time": (checkpointing_time_protocol, 24),
+             "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=14, help="profile protocol: operators listed per table")
     parser.add_argument("--models", default=None, help="checkpointing protocol: comma-separated models")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
+                        help="run the workers with glibc's MALLOC_MMAP_THRESHOLD_ fixed at BYTES (its own doc section)")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
@@ -326,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         text, best = protocol(args, trees)
     command = f"python benchmarks/training_speed.py --protocol {args.protocol} --threads {args.threads}"
     command += f" --batch {args.batch}" if args.batch != 1 else ""
+    command += f" --malloc-mmap-threshold {args.malloc_mmap_threshold}" if args.malloc_mmap_threshold else ""
     head = (f"`{command}` on {describe_machine()} ({args.threads} thread(s) per process); fp32, batch "
             f"{args.batch}, clip {args.frames}x{args.size}x{args.size}; "
             f"best of {args.rounds} rounds x {args.repeats} step(s) after a warm-up; 'before' = commit "
@@ -333,15 +394,22 @@ def main(argv: list[str] | None = None) -> int:
     text = head + "\n\n" + text
     print(text)
     if not args.no_doc:
-        key = f"training_{args.protocol}" + (f"_b{args.batch}" if args.batch != 1 else "")
+        key = doc_key(args)
         update_doc_section(args.doc, key, text, title=TITLES[args.protocol])
         Path(args.doc).with_name(f"{key}.json").write_text(json.dumps(best, indent=2))
     return 0
 
 
+def doc_key(args) -> str:
+    """The doc section (and JSON file) of a run: protocol, batch, allocator setting."""
+    return (f"training_{args.protocol}" + (f"_b{args.batch}" if args.batch != 1 else "")
+            + ("_mmap" if args.malloc_mmap_threshold else ""))
+
+
 TITLES = {"steps": "Training steps: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
           "inference": "Inference: SCT-S, X-ViT, Hugging Face TimeSformer, before and after",
           "checkpointing": "Gradient checkpointing: peak memory and time of a training step at 24x224",
+          "checkpointing_time": "Gradient checkpointing: time of a training step at 24x224, in one process",
           "lsh": "Image LSH attention, forward + backward, before and after",
           "profile": "Where SCT-S's time goes"}
 

@@ -7,7 +7,7 @@ from einops import rearrange
 from torch import nn
 
 from sct.models.attention.rollout import RESIDUAL
-from sct.models.checkpointing import checkpointed
+from sct.models.checkpointing import checkpointed, recomputed_mlp
 
 
 class Mlp(nn.Module):
@@ -98,7 +98,14 @@ class TransformerLayer(nn.Module):
     def _forward(self, x: torch.Tensor, rows_per_sample: int, **attn_kwargs) -> torch.Tensor:
         a = self.attn(self.norm1(x), **attn_kwargs)
         x = x + self.drop_path(a, rows_per_sample) if self.residual else a
-        return x + self.drop_path(self.mlp(self.norm2(x)), rows_per_sample)
+        return x + self.drop_path(self._mlp(self.norm2(x)), rows_per_sample)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        # Only checkpointed layers are recomputed one at a time in backward, where the MLP's hidden activations
+        # would be the largest thing held; dropout would need its masks replayed, so it keeps the plain path.
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled() and self.mlp.drop.p == 0:
+            return recomputed_mlp(self.mlp, x)
+        return self.mlp(x)
 
     def residual_weight(self) -> float:
         """Rollout's share of the residual path: 0.5 with the attention residual, 0 without."""

@@ -354,7 +354,12 @@ def _lsh_backward(x, v, out, lse, grad, slots: _Slots, layout: _Layout) -> tuple
         grad_k[rows] = _to_positions(_fold_wrap(dk, layout), inverse[rows], layout)
         grad_v[rows] = _to_positions(_fold_wrap(dv, layout), inverse[rows], layout)
     grad_q, grad_k, grad_v = (t.view(-1, d) for t in (grad_q, grad_k, grad_v))
-    return grad_q + _key_scale_backward(x, key_scale, grad_k), grad_v
+    # Added in place a block of rows at a time: full-size temporaries here would set the peak of a training
+    # step whose layers are checkpointed (this layer is then recomputed on top of what the others keep).
+    for start in range(0, x.shape[0], TRAIN_BLOCK_SLOTS):
+        rows = slice(start, start + TRAIN_BLOCK_SLOTS)
+        grad_q[rows] += _key_scale_backward(x[rows], key_scale[rows], grad_k[rows])
+    return grad_q, grad_v
 
 
 def _inverse_sort(sorted_pos: torch.Tensor, layout: _Layout) -> torch.Tensor:
