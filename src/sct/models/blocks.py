@@ -91,9 +91,13 @@ class TransformerLayer(nn.Module):
         Without the attention residual, stochastic depth acts on the MLP branch only: dropping the
         attention output would zero the whole token stream.
         """
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+        if self._checkpointing():
             return checkpointed(self._forward, x, rows_per_sample, **attn_kwargs)
         return self._forward(x, rows_per_sample, **attn_kwargs)
+
+    def _checkpointing(self) -> bool:
+        """Whether this call keeps only the layer's input for backward (checkpointing on, and a gradient wanted)."""
+        return self.grad_checkpointing and self.training and torch.is_grad_enabled()
 
     def _forward(self, x: torch.Tensor, rows_per_sample: int, **attn_kwargs) -> torch.Tensor:
         a = self.attn(self.norm1(x), **attn_kwargs)
@@ -103,7 +107,7 @@ class TransformerLayer(nn.Module):
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         # Only checkpointed layers are recomputed one at a time in backward, where the MLP's hidden activations
         # would be the largest thing held; dropout would need its masks replayed, so it keeps the plain path.
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled() and self.mlp.drop.p == 0:
+        if self._checkpointing() and self.mlp.drop.p == 0:
             return recomputed_mlp(self.mlp, x)
         return self.mlp(x)
 

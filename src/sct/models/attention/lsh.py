@@ -86,6 +86,16 @@ class _Layout:
         return (1 + self.before + self.after) * self.chunk
 
     @property
+    def front(self) -> int:
+        """Slots copied circularly in front of the sorted sequence (the first round's look-back)."""
+        return self.before * self.chunk
+
+    @property
+    def total(self) -> int:
+        """Slots of the sorted sequence itself, all rounds: ``n_hashes * padded_len``."""
+        return self.n_hashes * self.padded_len
+
+    @property
     def tail(self) -> int:
         """Chunks at the end of each round that get blocks of their own: windows reaching past the round, or
         holding padding (the padding chunks, and the ``after`` chunks before them that look ahead into it)."""
@@ -95,7 +105,7 @@ class _Layout:
         """Whether some window of the chunks in slots ``[first, first + count)`` reaches into another round
         (or wraps onto its own round), where a query may meet its own position again, or onto padding."""
         start = first % self.padded_len
-        return start < self.before * self.chunk or start + count + self.tail * self.chunk > self.padded_len
+        return start < self.front or start + count + self.tail * self.chunk > self.padded_len
 
     def row_groups(self, n_rows: int) -> list[slice]:
         step = max(1, self.block_slots // self.padded_len)
@@ -148,9 +158,8 @@ class _Slots(NamedTuple):
     @classmethod
     def build(cls, sorted_pos: torch.Tensor, pad: torch.Tensor | None, layout: _Layout) -> _Slots:
         """``sorted_pos`` ``(G, R * Lp)``; ``pad`` ``(G, Lp)`` bool or None."""
-        front, back = layout.before * layout.chunk, layout.after * layout.chunk
         total = sorted_pos.shape[1]
-        wrap = torch.arange(-front, total + back, device=sorted_pos.device) % total
+        wrap = torch.arange(-layout.front, total + layout.after * layout.chunk, device=sorted_pos.device) % total
         pos = sorted_pos[:, wrap]
         row = torch.arange(sorted_pos.shape[0], device=pos.device).unsqueeze(-1)
         rows_index = pos.clamp(max=layout.seq_len - 1) + row * layout.seq_len
@@ -161,6 +170,10 @@ class _Slots(NamedTuple):
         first_row = rows.start or 0
         row = torch.arange(first_row, first_row + self.pos[rows].shape[0], device=self.pos.device).unsqueeze(-1)
         return self.pos[rows, span] + row * padded_len
+
+    def inverse(self, layout: _Layout) -> torch.Tensor:
+        """``(G, R, Lp)``: the slot (in ``[0, R * Lp)``) holding each position in each round."""
+        return _inverse_sort(self.pos[:, layout.front:layout.front + layout.total], layout)
 
 
 class _Block(NamedTuple):
@@ -218,7 +231,7 @@ def _block_positions(slots: _Slots, layout: _Layout, rows: slice, first: int,
                      count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Original positions of the block's queries ``(g, n, c)`` and of its windows' keys ``(g, n, W)``."""
     c = layout.chunk
-    query_first = first + layout.before * c
+    query_first = first + layout.front
     query_pos = slots.pos[rows, query_first:query_first + count].unflatten(1, (count // c, c))
     return query_pos, slots.pos[rows, first:first + count + layout.window - c].unfold(1, layout.window, c)
 
@@ -279,12 +292,12 @@ def _lsh_forward(x, v, slots: _Slots, layout: _Layout) -> tuple[torch.Tensor, to
     positions through the inverse of the sort (a gather) and merges into the result.
     """
     n_rows, d = slots.pos.shape[0], x.shape[-1]
-    padded_len, front = layout.padded_len, layout.before * layout.chunk
+    padded_len = layout.padded_len
     out = x.new_empty(n_rows, padded_len, d)
     # Kept in float32 for 16-bit inputs: the backward pass exponentiates against it.
     lse = x.new_empty(n_rows, padded_len, dtype=torch.promote_types(x.dtype, torch.float32))
     key_scale = _key_scale(x)
-    inverse = _inverse_sort(slots.pos[:, front:front + layout.n_hashes * padded_len], layout)
+    inverse = slots.inverse(layout)
     for rows in layout.row_groups(n_rows):
         g = slots.pos[rows].shape[0]
         row_offsets = torch.arange(g, device=x.device).unsqueeze(-1) * padded_len
@@ -330,9 +343,9 @@ def _lsh_backward(x, v, out, lse, grad, slots: _Slots, layout: _Layout) -> tuple
     however many blocks there are.
     """
     n_rows, d = slots.pos.shape[0], x.shape[-1]
-    front, total = layout.before * layout.chunk, layout.n_hashes * layout.padded_len
+    front, total = layout.front, layout.total
     key_scale = _key_scale(x)
-    inverse = _inverse_sort(slots.pos[:, front:front + total], layout)
+    inverse = slots.inverse(layout)
     grad_q, grad_k, grad_v = (torch.empty_like(t).view(n_rows, layout.seq_len, d) for t in (x, x, v))
     for rows in layout.row_groups(n_rows):
         index = slots.rows_index[rows].flatten()
@@ -374,7 +387,7 @@ def _inverse_sort(sorted_pos: torch.Tensor, layout: _Layout) -> torch.Tensor:
 def _fold_wrap(extended: torch.Tensor, layout: _Layout) -> torch.Tensor:
     """Slot-ordered gradients over the extended slots ``(g, before * c + R * Lp + after * c, d)`` -> over the
     ``R * Lp`` slots, the circular copies in front and behind added onto the slots they copy."""
-    front, total = layout.before * layout.chunk, layout.n_hashes * layout.padded_len
+    front, total = layout.front, layout.total
     core = extended[:, front:front + total]
     wrap = torch.arange(-front, total + layout.after * layout.chunk, device=extended.device) % total
     if front:
@@ -443,7 +456,7 @@ def _effective_attention(x, v, slots: _Slots, lse, layout: _Layout) -> torch.Ten
         block = _gather_block(x, v, key_scale, slots, layout, rows, first, count)
         logits = _logits(block)
         query_pos, key_pos = _block_positions(slots, layout, rows, first, count)
-        query_first = first + layout.before * layout.chunk
+        query_first = first + layout.front
         at_queries = slots.out_index(rows, slice(query_first, query_first + count), padded_len).flatten()
         weights = (logits.to(lse.dtype) - lse.index_select(0, at_queries).view(*logits.shape[:3], 1)).exp()
         flat = query_pos.unsqueeze(-1) * padded_len + key_pos.unsqueeze(-2)
