@@ -64,6 +64,7 @@ def _worker(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
+    _keep_freed_memory()
     if job.get("interleaved"):
         return _interleaved(job)
     step = _lsh_step(job) if job["model"] == "lsh" else _model_step(job)
@@ -78,6 +79,15 @@ def _worker(job: dict) -> dict:
             times.append(time.perf_counter() - start)
     return {"times_s": times, "peak_bytes": memory.peak, "macs": job.get("macs"),
             "matmul_gflops": max(matmul, matmul_gflops(repeats=3))}
+
+
+def _keep_freed_memory() -> None:
+    """What the ``sct`` command sets before it runs a model (``engine.host_memory``); trees from before it lack it."""
+    try:
+        from sct.engine.host_memory import keep_freed_memory
+    except ImportError:
+        return
+    keep_freed_memory()
 
 
 def _model_step(job: dict):
@@ -320,6 +330,7 @@ def profile_protocol(args, trees) -> tuple[str, dict]:
     from sct.analysis.bench import training_step
 
     torch.set_num_threads(args.threads)
+    _keep_freed_memory()
     model = sct.create_model("sct_s", num_frames=args.frames, img_size=args.size)
     clip = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=torch.Generator().manual_seed(0))
     step = training_step(model, torch.optim.AdamW(model.parameters(), lr=1e-4), clip, torch.full((args.batch,), 7))

@@ -3,6 +3,9 @@
 Each verb lives in the module that implements it; that module provides ``add_arguments(parser)`` and
 ``run(args) -> int``. Only the chosen verb's module is imported, so ``sct --help`` stays fast.
 
+Every verb runs with glibc's malloc keeping freed memory for reuse (``engine.host_memory``; a CPU
+training step of SCT-S is 15-20% faster); ``SCT_SYSTEM_MALLOC=1`` leaves the allocator alone.
+
 Every failure the user can act on ends in one line, ``sct VERB: error: ...``, and a non-zero exit: an
 ``SCTError`` (its ``exit_code``; 130/143 for a run stopped by SIGINT/SIGTERM), an OS error writing an
 output (disk full, read-only, no permission), or Ctrl-C (130).
@@ -14,6 +17,7 @@ import argparse
 import importlib
 import sys
 
+from sct.engine.host_memory import keep_freed_memory
 from sct.errors import SCTError
 from sct.outputs import is_output_error, reason
 
@@ -59,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"sct {verb}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    keep_freed_memory()
     try:
         return int(module.run(args) or 0)
     except SCTError as err:
