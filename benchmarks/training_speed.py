@@ -20,6 +20,10 @@ resident set once the model and the clip are built: activations, gradients and A
 ``--protocol checkpointing_time``: the time alone, each model in one process whose steps alternate without
 and with checkpointing (``--rounds`` each after a warm-up of each), so both meet the same load.
 
+``--protocol allocator``: SCT-S and X-ViT training steps in this checkout with glibc's malloc keeping freed
+memory (what the ``sct`` command sets, ``engine.host_memory``) and without (``SCT_SYSTEM_MALLOC=1``),
+processes alternating; best and median of every timed step.
+
 ``--protocol profile``: where SCT-S's time goes in a training step and in inference (this checkout only;
 ``torch.profiler``, self time per operator).
 
@@ -32,6 +36,7 @@ best of ``--rounds`` calls each.
     .venv/bin/python benchmarks/training_speed.py --protocol inference
     .venv/bin/python benchmarks/training_speed.py --protocol checkpointing --models sct_s,sct_m   # then sct_l
     .venv/bin/python benchmarks/training_speed.py --protocol lsh
+    .venv/bin/python benchmarks/training_speed.py --protocol allocator --rounds 3 --repeats 3
     .venv/bin/python benchmarks/training_speed.py --protocol profile --threads 2
 """
 
@@ -41,6 +46,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,6 +179,8 @@ def run_job(src: Path, job: dict, timeout: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(job["threads"])}
     if job.get("mmap_threshold"):
         env["MALLOC_MMAP_THRESHOLD_"] = str(job["mmap_threshold"])
+    if job.get("system_malloc"):
+        env["SCT_SYSTEM_MALLOC"] = "1"
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], env=env, capture_output=True,
                           text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
@@ -364,9 +372,37 @@ def profile_protocol(args, trees) -> tuple[str, dict]:
     return "\n".join(lines), {k: [list(r) for r in v[:args.top]] for k, v in shares.items()}
 
 
+def allocator_protocol(args, trees) -> tuple[str, dict]:
+    """What keeping freed memory (``engine.host_memory``, set by the ``sct`` command) does to a training step:
+    SCT-S and X-ViT in this checkout, each with the setting and with ``SCT_SYSTEM_MALLOC=1``, processes
+    alternating; every timed step counts, so the table gives the best and the median."""
+    models = ["sct_s", "xvit_b16"]
+    variants = {"kept": {}, "system": {"system_malloc": True}}
+    times = {(m, v): [] for m in models for v in variants}
+    for r in range(args.rounds):
+        for m in models:
+            for v, extra in variants.items():
+                result = run_job(trees["after"], _job(m, args, count_macs=False, **extra), args.timeout)
+                times[m, v] += result["times_s"]
+                print(f"round {r + 1}: {m:10s} {v:7s} " + " ".join(f"{t:.2f}" for t in result["times_s"]),
+                      file=sys.stderr, flush=True)
+    rows, med = [], {}
+    for m in models:
+        system, kept = sorted(times[m, "system"]), sorted(times[m, "kept"])
+        med[m] = {v: statistics.median(times[m, v]) for v in variants}
+        rows.append([m, f"{system[0]:.2f}", f"{kept[0]:.2f}", f"{med[m]['system']:.2f}", f"{med[m]['kept']:.2f}",
+                     f"{med[m]['system'] / med[m]['kept']:.2f}x", len(kept)])
+    table = markdown_table(["model", "best s, system malloc", "best s, kept", "median s, system malloc",
+                            "median s, kept", "speed-up (medians)", "steps each"], rows)
+    ratio = {v: med["sct_s"][v] / med["xvit_b16"][v] for v in variants}
+    text = (f"{table}\n\n- SCT-S step / X-ViT step (medians): {ratio['system']:.2f} with the system's malloc, "
+            f"**{ratio['kept']:.2f}** with freed memory kept.")
+    return text, {f"{m}/{v}": t for (m, v), t in times.items()}
+
+
 PROTOCOLS = {"steps": (steps_protocol, 8), "inference": (inference_protocol, 8),
              "checkpointing": (checkpointing_protocol, 24), "checkpointing_time": (checkpointing_time_protocol, 24),
-             "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8)}
+             "lsh": (lsh_protocol, 8), "profile": (profile_protocol, 8), "allocator": (allocator_protocol, 8)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,7 +458,8 @@ TITLES = {"steps": "Training steps: SCT-S, X-ViT, Hugging Face TimeSformer, befo
           "checkpointing": "Gradient checkpointing: peak memory and time of a training step at 24x224",
           "checkpointing_time": "Gradient checkpointing: time of a training step at 24x224, in one process",
           "lsh": "Image LSH attention, forward + backward, before and after",
-          "profile": "Where SCT-S's time goes"}
+          "profile": "Where SCT-S's time goes",
+          "allocator": "Training steps with and without freed memory kept by malloc"}
 
 
 if __name__ == "__main__":

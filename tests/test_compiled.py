@@ -6,6 +6,7 @@ from torch import nn
 
 from sct.config import TrainConfig
 from sct.engine.compiled import CompiledWithFallback
+from sct.models.attention.lsh import LSHSelfAttention
 from sct.errors import ConfigError
 
 
@@ -48,3 +49,13 @@ def test_errors_of_the_model_itself_still_propagate():
 def test_train_compile_must_be_a_boolean():
     with pytest.raises(ConfigError, match="train.compile must be true or false"):
         TrainConfig(compile="yes")
+
+
+def test_compiling_an_lsh_layer_leaves_its_block_loop_to_eager():
+    """The blocked LSH attention is not traced: its Python loop would otherwise be unrolled into the graph."""
+    layer = LSHSelfAttention(32, 2, chunk_length=16).eval()
+    x = torch.randn(1, 256, 32)
+    explanation = torch._dynamo.explain(layer)(x)
+    # The projections and reshapes around the attention only (88 nodes when the blocks are traced).
+    assert sum(len(graph.graph.nodes) for graph in explanation.graphs) < 40
+    torch.testing.assert_close(torch.compile(layer, backend="eager")(x), layer(x))

@@ -3,8 +3,8 @@
 Each verb lives in the module that implements it; that module provides ``add_arguments(parser)`` and
 ``run(args) -> int``. Only the chosen verb's module is imported, so ``sct --help`` stays fast.
 
-Every verb runs with glibc's malloc keeping freed memory for reuse (``engine.host_memory``; a CPU
-training step of SCT-S is 15-20% faster); ``SCT_SYSTEM_MALLOC=1`` leaves the allocator alone.
+Every verb runs with glibc's malloc keeping freed memory for reuse (``engine.host_memory``: SCT's large
+CPU activations are not mapped afresh at every step); ``SCT_SYSTEM_MALLOC=1`` leaves the allocator alone.
 
 Every failure the user can act on ends in one line, ``sct VERB: error: ...``, and a non-zero exit: an
 ``SCTError`` (its ``exit_code``; 130/143 for a run stopped by SIGINT/SIGTERM), an OS error writing an
