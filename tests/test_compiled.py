@@ -6,8 +6,8 @@ from torch import nn
 
 from sct.config import TrainConfig
 from sct.engine.compiled import CompiledWithFallback
-from sct.models.attention.lsh import LSHSelfAttention
 from sct.errors import ConfigError
+from sct.models.attention.lsh import LSHSelfAttention
 
 
 def _model() -> nn.Module:
