@@ -5,7 +5,7 @@ set) with pages freshly mapped from the kernel, and unmaps them on free. SCT's f
 are above it (8 frames x 3,136 tokens x 384 channels is 38.5 MB), so a CPU forward and backward pass
 fault in, zero and unmap every such tensor again, every step. Measured on a 2-core machine (a VM, where a
 fresh page can cost a trip to the host), SCT-S's training step at 8x224 became 1.08x faster in the median at
-batch 1 and 1.53x at batch 4 (X-ViT 1.02x / 1.11x), for 1.18x the peak resident memory at batch 4: the
+batch 1 and 1.23x at batch 4 (X-ViT 1.02x / 1.14x), for 1.18x the peak resident memory at batch 4: the
 heap holds what it freed, and fragments (docs/benchmarks.md, "Training speed and memory").
 Serving all allocations from the heap and never trimming it removes that cost; the process keeps its
 peak memory resident instead of returning it between steps.
