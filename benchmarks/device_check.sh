@@ -36,12 +36,12 @@ SCT=("$PYTHON" -m sct)
 
 if [ "$TINY" = 1 ]; then
   FRAMES=2; SIZE=32; BATCHES=(2 2 2); REPEATS=2; STEPS=4; LIMIT=900
-  MODELS=(sct_s xvit_b16 hf:timesformer); COMPILED=(xvit_b16)
+  MODELS=(sct_s xvit_b16 hf:timesformer)
 else
   FRAMES=24; SIZE=224; BATCHES=(32 16 8); REPEATS=10; STEPS=50; LIMIT=240
   MODELS=(sct_s sct_m sct_l xvit_b16 timesformer_b16 hf:timesformer hf:vivit hf:videomae)
-  COMPILED=(sct_s xvit_b16)
 fi
+COMPILED=(sct_s xvit_b16)
 SUMMARY="$OUT/summary.md"
 echo "# device_check on $DEVICE ($(date -u +%FT%TZ))" > "$SUMMARY"
 "$PYTHON" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')" >> "$SUMMARY"
