@@ -43,8 +43,7 @@ def _probe(setup: str, **env) -> dict:
 
 
 KEEP = "from sct.engine.host_memory import keep_freed_memory\napplied = keep_freed_memory()"
-CLI = ("import tempfile\nfrom sct.cli import main\nmain(['runs', tempfile.mkdtemp()])\napplied = None")
-
+CLI = "import tempfile\nfrom sct.cli import main\nmain(['runs', tempfile.mkdtemp()])\napplied = None"
 
 
 def test_default_allocator_returns_a_large_tensor_to_the_system():

@@ -66,7 +66,7 @@ class TensorMemory(TorchDispatchMode):
             storage = tensor.untyped_storage()
             key = storage.data_ptr()
             if storage.nbytes() >= self.min_bytes and key not in self._live and key not in inputs:
-                self._live[storage.data_ptr()] = (storage._weak_ref(), storage.nbytes(),
+                self._live[key] = (storage._weak_ref(), storage.nbytes(),
                                                   f"{where}: {func.overloadpacket.__name__}")
         total = sum(size for _, size, _ in self._live.values())
         if total > self.peak:
